@@ -1,0 +1,5 @@
+import sys
+
+from ehrscale.cli import main
+
+sys.exit(main())

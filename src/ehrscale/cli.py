@@ -1,0 +1,64 @@
+"""The ``ehrscale`` command: one subcommand per workflow stage.
+
+Each stage module exposes ``add_arguments(parser)`` and ``run(args) -> int | None``.
+Modules are imported only when their subcommand runs, so ``ehrscale extract`` never
+pays for importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from ehrscale.errors import EhrscaleError
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("ehrscale.synth", "generate a synthetic cohort in MIMIC-IV's raw CSV layout"),
+    "extract": ("ehrscale.extract", "read raw MIMIC-IV CSVs into a MEDS dataset with DuckDB"),
+    "tokenize": ("ehrscale.tokenize", "turn MEDS timelines into token streams"),
+    "labels": ("ehrscale.labels", "write clinical task labels in the MEDS label schema"),
+    "plan": ("ehrscale.grid", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),
+    "train": ("ehrscale.train", "train one IsoFLOPs cell"),
+    "fit": ("ehrscale.fit", "fit scaling laws to the trained cells"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: ehrscale COMMAND [options]", "", "commands:"]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += ["", "Run 'ehrscale COMMAND --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in {"-h", "--help"}:
+        print(_usage())
+        return 0
+    if argv[0] == "--version":
+        from ehrscale import __version__
+
+        print(__version__)
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"ehrscale: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(module_name)
+    parser = argparse.ArgumentParser(prog=f"ehrscale {name}", description=help_)
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    try:
+        return int(module.run(args) or 0)
+    except EhrscaleError as err:
+        print(f"ehrscale {name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""Atomic outputs and stage settings.
+
+Every output is written under a temporary name beside its final path and renamed
+into place only when complete, so a crash never leaves a partial output that
+Snakemake (or a user) could mistake for a finished one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+from ehrscale.errors import EhrscaleError
+
+T = TypeVar("T")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path; on success rename it onto ``path``, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary directory; on success it replaces ``path`` whole."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def load_settings(cls: type[T], raw: str | dict | None, section: str) -> T:
+    """Build a settings dataclass from a dict, a JSON string, or ``@file.json``.
+
+    Unknown keys are an error naming ``section.key``: a typo must never be ignored.
+    """
+    if raw is None or raw == "":
+        data: dict = {}
+    elif isinstance(raw, dict):
+        data = raw
+    else:
+        text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise EhrscaleError(f"settings for '{section}' are not valid JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise EhrscaleError(f"settings for '{section}' must be a mapping, got {type(data).__name__}")
+    fields = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise EhrscaleError(
+            f"unknown key(s) in '{section}': {', '.join(f'{section}.{k}' for k in unknown)}; "
+            f"allowed: {', '.join(sorted(fields))}"
+        )
+    return cls(**data)
