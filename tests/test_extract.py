@@ -1,0 +1,233 @@
+"""Extraction of the real MIMIC-IV demo into MEDS, table by table, and every bad input."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import meds
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from ehrscale.errors import EhrscaleError
+from ehrscale.extract import ExtractSettings, extract
+from ehrscale.io import load_settings
+
+DEMO = Path(__file__).parent / "data" / "mimic-iv-demo"
+
+
+def raw(table: str, module: str = "hosp") -> pd.DataFrame:
+    return pd.read_csv(DEMO / module / f"{table}.csv.gz", dtype=str, keep_default_na=False).replace("", np.nan)
+
+
+@pytest.fixture(scope="module")
+def demo_meds(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "meds"
+    extract(DEMO, out, name="demo")
+    return out
+
+
+@pytest.fixture(scope="module")
+def events(demo_meds) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in sorted((demo_meds / "data").glob("*/*.parquet"))], ignore_index=True)
+
+
+def count_prefix(events: pd.DataFrame, *prefixes: str) -> int:
+    return int(events.code.str.startswith(prefixes).sum())
+
+
+def test_every_source_row_becomes_its_events(events):
+    admissions, patients = raw("admissions"), raw("patients")
+    hadm = set(admissions.hadm_id)
+    diagnoses = raw("diagnoses_icd")
+    assert count_prefix(events, "ICD9CM//", "ICD10CM//") == diagnoses.hadm_id.isin(hadm).sum() == len(diagnoses)
+    assert count_prefix(events, "ICD9PCS//", "ICD10PCS//") == len(raw("procedures_icd"))
+    assert count_prefix(events, "LAB//") == raw("labevents").charttime.notna().sum()
+    rx = raw("prescriptions")
+    assert count_prefix(events, "MEDICATION//") == (rx.starttime.notna() & rx.drug.notna()).sum()
+    assert count_prefix(events, "ADMISSION//") == count_prefix(events, "DISCHARGE//") == len(admissions)
+    assert count_prefix(events, "RACE//") == admissions.race.notna().sum()
+    assert count_prefix(events, "ICU_ADMISSION//") == len(raw("icustays", "icu"))
+    assert count_prefix(events, "GENDER//") == count_prefix(events, "MEDS_BIRTH") == len(patients)
+    assert count_prefix(events, "TRANSFER//") == (raw("transfers").eventtype != "discharge").sum()
+    assert count_prefix(events, "SERVICE//") == len(raw("services"))
+    assert count_prefix(events, "DRG//") == len(raw("drgcodes"))
+    omr = raw("omr")
+    is_bp = omr.result_name.str.startswith("Blood Pressure")
+    assert count_prefix(events, "OMR//") == len(omr) + is_bp.sum()
+    hospital_deaths = admissions[admissions.deathtime.notna()]
+    outside = patients.dod.notna() & ~patients.subject_id.isin(hospital_deaths.subject_id)
+    assert (events.code == "MEDS_DEATH").sum() == len(hospital_deaths) + outside.sum()
+
+
+def test_diagnoses_sit_at_discharge_and_procedures_inside_admission(events):
+    admissions = raw("admissions")
+    admissions["hadm_id"] = admissions.hadm_id.astype("int64")
+    times = admissions.set_index("hadm_id")[["admittime", "dischtime"]].apply(pd.to_datetime)
+    dx = events[events.code.str.startswith(("ICD9CM//", "ICD10CM//"))]
+    assert (dx.time.to_numpy() == times.loc[dx.hadm_id.astype("int64"), "dischtime"].to_numpy()).all()
+    px = events[events.code.str.startswith(("ICD9PCS//", "ICD10PCS//"))]
+    adm = times.loc[px.hadm_id.astype("int64")]
+    assert (px.time.to_numpy() >= adm.admittime.to_numpy()).all()
+    assert (px.time.to_numpy() <= adm.dischtime.to_numpy()).all()
+
+
+def test_codes_are_namespaced_and_readable(events):
+    assert "ICD10CM//I509" in set(events.code) or events.code.str.match(r"^ICD10CM//[A-Z]\d").any()
+    assert events.code.str.match(r"^LAB//\d+//.+").sum() == count_prefix(events, "LAB//")
+    namespaces = set(events.code.str.split("//").str[0])
+    assert {"MEDS_BIRTH", "MEDS_DEATH", "GENDER", "ADMISSION", "DISCHARGE", "ICD9CM", "ICD10CM", "LAB"} <= namespaces
+
+
+def test_meds_layout_schema_and_order(demo_meds):
+    files = sorted((demo_meds / "data").glob("*/*.parquet"))
+    assert {f.parent.name for f in files} == {"train", "tuning", "held_out"}
+    seen: dict[int, Path] = {}
+    for f in files:
+        table = pq.read_table(f)
+        core = table.select(["subject_id", "time", "code", "numeric_value", "text_value"])
+        meds.DataSchema.validate(core)
+        assert table.schema.field("time").type == meds.DataSchema.schema().field("time").type
+        df = table.to_pandas()
+        assert df.subject_id.is_monotonic_increasing
+        # Within a subject, static (null-time) events first, then non-decreasing time.
+        for _, g in df.groupby("subject_id", sort=False):
+            t = g.time.to_numpy()
+            n_static = int(np.isnat(t).sum())
+            assert np.isnat(t[:n_static]).all() and not np.isnat(t[n_static:]).any()
+            assert (np.diff(t[n_static:].astype("int64")) >= 0).all()
+        for sid in df.subject_id.unique():
+            assert sid not in seen, f"subject {sid} split across {seen.get(sid)} and {f}"
+            seen[int(sid)] = f
+    splits = pd.read_parquet(demo_meds / "metadata" / "subject_splits.parquet")
+    meds.SubjectSplitSchema.validate(pq.read_table(demo_meds / "metadata" / "subject_splits.parquet"))
+    assert set(splits.subject_id) == set(raw("patients").subject_id.astype(int))
+    assert not splits.subject_id.duplicated().any()
+    for sid, f in seen.items():
+        assert splits.set_index("subject_id").loc[sid, "split"] == f.parent.name
+
+
+def test_metadata_codes_and_dataset(demo_meds, events):
+    codes = pq.read_table(demo_meds / "metadata" / "codes.parquet")
+    meds.CodeMetadataSchema.validate(codes)
+    codes = codes.to_pandas().set_index("code")
+    assert set(codes.index) == set(events.code)
+    assert codes.loc["ICD10CM//I509", "description"].startswith("Heart failure") if "ICD10CM//I509" in codes.index else True
+    labs = codes[codes.index.str.startswith("LAB//50912//")]
+    assert len(labs) and labs.description.str.contains("Creatinine").all()
+    assert list(codes.loc[codes.index[codes.index.str.startswith("ICD10CM//")][0], "parent_codes"])[0].startswith("ICD10CM//")
+    import json
+
+    dataset = json.loads((demo_meds / "metadata" / "dataset.json").read_text())
+    meds.DatasetMetadataSchema.validate(dataset)
+    assert dataset["dataset_name"] == "demo"
+
+
+def test_extraction_is_deterministic(demo_meds, tmp_path):
+    again = tmp_path / "again"
+    extract(DEMO, again, name="demo")
+    for f in sorted((demo_meds / "data").glob("*/*.parquet")):
+        assert pq.read_table(f).equals(pq.read_table(again / f.relative_to(demo_meds)))
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.fixture
+def raw_copy(tmp_path) -> Path:
+    dst = tmp_path / "raw"
+    shutil.copytree(DEMO, dst)
+    return dst
+
+
+def rewrite(path: Path, transform) -> None:
+    """Apply ``transform`` to [header, row 1, row 2, rest]; the rest stays intact (it has quoted newlines)."""
+    with gzip.open(path, "rt") as fh:
+        parts = fh.read().rstrip("\n").split("\n", 3)
+    with gzip.open(path, "wt") as fh:
+        fh.write("\n".join(transform(parts)) + "\n")
+
+
+def assert_no_output(out: Path) -> None:
+    assert not out.exists()
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(f".{out.name}.")], "temporary output left behind"
+
+
+def test_missing_required_table_names_table_and_dir(raw_copy, tmp_path):
+    (raw_copy / "hosp" / "labevents.csv.gz").unlink()
+    out = tmp_path / "out"
+    with pytest.raises(EhrscaleError, match=r"required table 'labevents'.*hosp"):
+        extract(raw_copy, out)
+    assert_no_output(out)
+
+
+def test_missing_optional_table_warns_and_skips(raw_copy, tmp_path, caplog):
+    (raw_copy / "hosp" / "omr.csv.gz").unlink()
+    result = extract(raw_copy, tmp_path / "out")
+    assert "omr" not in result["tables"]
+    assert any("optional table 'omr'" in r.message for r in caplog.records)
+
+
+def test_uncompressed_csv_is_read(raw_copy, tmp_path):
+    gz = raw_copy / "hosp" / "services.csv.gz"
+    (raw_copy / "hosp" / "services.csv").write_bytes(gzip.decompress(gz.read_bytes()))
+    gz.unlink()
+    assert extract(raw_copy, tmp_path / "out")["tables"]["services"]["events"] == len(raw("services"))
+
+
+def test_missing_column_names_file_and_column(raw_copy, tmp_path):
+    path = raw_copy / "hosp" / "admissions.csv.gz"
+    rewrite(path, lambda lines: [lines[0].replace("dischtime", "discharge_time")] + lines[1:])
+    out = tmp_path / "out"
+    with pytest.raises(EhrscaleError, match=r"admissions\.csv\.gz: missing column\(s\) dischtime"):
+        extract(raw_copy, out)
+    assert_no_output(out)
+
+
+def test_unparsable_rows_are_counted_and_fail(raw_copy, tmp_path):
+    path = raw_copy / "hosp" / "labevents.csv.gz"
+    bad_time = lambda line: ",".join(v if i != 6 else "not-a-time" for i, v in enumerate(line.split(",")))
+    rewrite(path, lambda lines: [lines[0], bad_time(lines[1]), bad_time(lines[2]), *lines[3:], "1,2,3"])
+    out = tmp_path / "out"
+    with pytest.raises(EhrscaleError, match=r"labevents\.csv\.gz: 3 of \d+ row\(s\) unparsable.*charttime.*2 row.*1 malformed"):
+        extract(raw_copy, out)
+    assert_no_output(out)
+    # Within a configured tolerance the rows are dropped, and the rest extracted.
+    result = extract(raw_copy, out, ExtractSettings(max_unparsable_fraction=0.01))
+    assert result["tables"]["labevents"]["unparsable_rows"] == 3
+    assert result["tables"]["labevents"]["events"] == len(raw("labevents")) - 2
+
+
+def test_empty_cohort_fails(raw_copy, tmp_path):
+    rewrite(raw_copy / "hosp" / "patients.csv.gz", lambda lines: lines[:1])
+    out = tmp_path / "out"
+    with pytest.raises(EhrscaleError, match="empty cohort"):
+        extract(raw_copy, out)
+    assert_no_output(out)
+
+
+def test_failure_leaves_previous_output_intact(raw_copy, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "marker").write_text("previous run")
+    (raw_copy / "hosp" / "patients.csv.gz").unlink()
+    with pytest.raises(EhrscaleError):
+        extract(raw_copy, out)
+    assert (out / "marker").read_text() == "previous run"
+
+
+@pytest.mark.parametrize(
+    "settings, match",
+    [
+        ('{"split_fraction": {}}', r"extract\.split_fraction"),
+        ('{"tables": {"labevent": "required"}}', r"unknown table"),
+        ('{"tables": {"omr": "sometimes"}}', r"extract\.tables\.omr"),
+        ('{"tables": {"patients": "optional"}}', r"extract\.tables\.patients"),
+        ('{"split_fractions": {"train": 0.9, "tuning": 0.2, "held_out": 0.1}}', r"sum to 1"),
+    ],
+)
+def test_bad_settings_name_the_key(settings, match, tmp_path):
+    with pytest.raises(EhrscaleError, match=match):
+        extract(DEMO, tmp_path / "out", load_settings(ExtractSettings, settings, "extract"))
