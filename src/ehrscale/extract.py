@@ -332,9 +332,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, help="MEDS dataset directory to write")
     parser.add_argument("--settings", default=None, help="extract settings as JSON (or @file.json)")
     parser.add_argument("--name", default="mimic-iv", help="dataset name for metadata/dataset.json")
+    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (overrides settings)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(ExtractSettings, args.settings, "extract")
+    if args.threads is not None:
+        settings.threads = args.threads
     extract(args.raw_dir, args.out_dir, settings, name=args.name)
     return 0

@@ -1,0 +1,40 @@
+import json
+import sys
+from pathlib import Path
+
+from snakemake.settings.types import DeploymentMethod
+
+sys.path.insert(0, str(Path(workflow.basedir, "src")))
+from ehrscale.config import validate_config
+
+# Fails before any job runs, naming each bad key.
+validate_config(config, Path(workflow.basedir, "workflow/schemas/config.schema.yaml"))
+
+NAME = config["dataset"]["name"]
+RESULTS = f"results/{NAME}"
+SOURCE = config["dataset"]["source"]
+# Rules call the library's CLI as `ehrscale`, a shell function defined here. Without
+# --sdm conda it runs the Python that runs Snakemake (the project's venv, activated or
+# not); with it, the env's python. src/ on PYTHONPATH serves conda envs, where the
+# package itself is not installed.
+_CONDA = DeploymentMethod.CONDA in workflow.deployment_settings.deployment_method
+_PYTHON = "python" if _CONDA else sys.executable
+shell.prefix(
+    f"set -euo pipefail; export PYTHONPATH={Path(workflow.basedir, 'src')}:${{{{PYTHONPATH:-}}}}; "
+    f"ehrscale() {{{{ {_PYTHON} -m ehrscale \"$@\"; }}}}; "
+)
+
+
+def settings(section):
+    """A config section as JSON, passed to a stage's --settings; a param, so edits rerun the stage."""
+    return json.dumps(config.get(section, {}), sort_keys=True)
+
+
+def raw_dir():
+    if SOURCE == "synthetic":
+        return f"{RESULTS}/raw"
+    return config["dataset"]["raw_dir"]
+
+
+def final_targets():
+    return [f"{RESULTS}/meds"]

@@ -1,0 +1,37 @@
+rule synthesize:
+    """A synthetic cohort in MIMIC-IV's exact raw CSV layout (the default data)."""
+    output:
+        directory(f"{RESULTS}/raw"),
+    params:
+        patients=config["synthetic"]["patients"],
+        seed=config["synthetic"]["seed"],
+    log:
+        f"{RESULTS}/logs/synthesize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesize.tsv"
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        "ehrscale synth {output} --patients {params.patients} --seed {params.seed} > {log} 2>&1"
+
+
+rule extract:
+    """Raw MIMIC-IV hosp/ and icu/ tables -> a MEDS dataset, split by patient."""
+    input:
+        raw_dir(),
+    output:
+        directory(f"{RESULTS}/meds"),
+    params:
+        settings=settings("extract"),
+        name=NAME,
+    log:
+        f"{RESULTS}/logs/extract.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract.tsv"
+    threads: 8
+    resources:
+        mem_mb=8000,
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        "ehrscale extract {input} {output} --name {params.name} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
