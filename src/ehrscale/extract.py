@@ -298,6 +298,7 @@ def extract(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, settings: Ex
         con.execute(f"SET memory_limit = {_sql_str(settings.memory_limit)}")
         con.execute(f"SET temp_directory = {_sql_str(scratch)}")
         con.execute("SET preserve_insertion_order = false")
+        con.execute("SET enable_progress_bar = false")  # our own per-table log lines report progress
         if settings.threads:
             con.execute(f"SET threads = {int(settings.threads)}")
         # admissions first: other tables' event queries join to it.
