@@ -1,0 +1,54 @@
+"""Small shared helpers: interval records and JSON-safe numbers."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import numpy as np
+
+
+def single_threaded_blas():
+    """Limit BLAS to one thread: the fits make thousands of tiny L-BFGS-B/BLAS calls, and a
+    multi-threaded OpenBLAS spinning on a shared machine makes them 10-70x slower."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up only (threadpoolctl comes with scikit-learn)
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=1, user_api="blas")
+
+
+def finite_or_none(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
+def interval(estimate, low=math.nan, high=math.nan) -> dict:
+    """A point estimate and its interval, NaN written as null (JSON has no NaN)."""
+    return {"estimate": finite_or_none(estimate), "ci_low": finite_or_none(low), "ci_high": finite_or_none(high)}
+
+
+def percentile_interval(estimate, samples, level: float) -> dict:
+    s = np.asarray(samples, float)
+    s = s[np.isfinite(s)]
+    if s.size < 2:
+        return interval(estimate)
+    lo, hi = np.quantile(s, [(1 - level) / 2, (1 + level) / 2])
+    return interval(estimate, lo, hi)
+
+
+def jsonable(obj):
+    """Recursively turn numpy scalars/arrays into Python types and NaN/inf into None."""
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return jsonable(obj.tolist())
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return finite_or_none(obj)
+    return obj

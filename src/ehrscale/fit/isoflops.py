@@ -1,0 +1,159 @@
+"""Approach 2 (Hoffmann et al. 2022; Zhang et al. 2025): IsoFLOPs parabolas, then power laws.
+
+For each nominal budget C, loss is regressed on a quadratic in ln N by statsmodels OLS;
+the vertex gives N_opt(C), with a delta-method standard error on ln N_opt.
+
+D_opt(C) uses the relation the grid itself uses, C = flops_per_token(N) * D, not 6ND:
+ln flops_per_token is regressed on ln N over all cells (exactly ln 6 + ln N if the
+trainer counts 6N), and D_opt = C / flops_per_token(N_opt). With that relation
+N_opt * D_opt * 6 differs from C by exactly the non-6N share of the FLOPs.
+
+A budget is *unreliable*, and left out of the power laws, when its parabola opens
+downward, its vertex lies outside the sizes sampled, or its lowest observed loss is
+at the smallest or largest size sampled (the minimum is not bracketed).
+
+The power laws ln N_opt = ln k + a ln C and ln D_opt = ln k' + b ln C are fitted by
+OLS over the reliable budgets (or WLS with weights 1/se^2 of ln N_opt when
+``weighted``); intervals are t intervals from statsmodels.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import statsmodels.api as sm
+from scipy import stats
+
+from ehrscale.fit._util import interval
+
+
+def fpt_relation(points: pd.DataFrame) -> dict:
+    """ln flops_per_token = c0 + c1 ln N over all cells (c1 = 1 if only one size)."""
+    x = np.log(points["n"].to_numpy(float))
+    y = np.log(points["flops_per_token"].to_numpy(float))
+    if np.ptp(x) == 0:
+        return {"intercept": float(np.mean(y - x)), "slope": 1.0, "max_abs_log_residual": float(np.ptp(y) / 2)}
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (intercept + slope * x)
+    return {"intercept": float(intercept), "slope": float(slope), "max_abs_log_residual": float(np.abs(resid).max())}
+
+
+def fpt_at(rel: dict, n):
+    return np.exp(rel["intercept"] + rel["slope"] * np.log(n))
+
+
+def fit_budget(group: pd.DataFrame, level: float) -> dict:
+    """Quadratic of loss in ln N for one budget; vertex, its delta-method SE and reliability."""
+    budget = float(group["budget"].iloc[0])
+    n = group["n"].to_numpy(float)
+    loss = group["loss"].to_numpy(float)
+    x = np.log(n)
+    out = {"budget": budget, "n_cells": int(len(n)), "n_sizes": int(len(np.unique(n))),
+           "n_min": float(n.min()), "n_max": float(n.max())}
+    if out["n_sizes"] < 3:
+        return out | {"fitted": False, "reliable": False, "reason": f"only {out['n_sizes']} size(s); a parabola needs 3"}
+    xm = float(x.mean())
+    xc = x - xm
+    model = sm.OLS(loss, np.column_stack([np.ones_like(xc), xc, xc**2])).fit()
+    b0, b1, b2 = (float(v) for v in model.params)
+    cov = np.asarray(model.cov_params()) if model.df_resid > 0 else np.full((3, 3), np.nan)
+    out |= {"fitted": True, "coef": [b0, b1, b2], "x_center": xm, "df_resid": float(model.df_resid)}
+    if b2 <= 0:
+        return out | {"reliable": False, "reason": "parabola opens downward (no minimum)"}
+    v = -b1 / (2 * b2)
+    grad = np.array([0.0, -1 / (2 * b2), b1 / (2 * b2**2)])
+    se = float(math.sqrt(grad @ cov @ grad)) if np.all(np.isfinite(cov)) else math.nan
+    t = stats.t.ppf((1 + level) / 2, model.df_resid) if model.df_resid > 0 else math.nan
+    log_nopt = xm + v
+    out |= {
+        "log_n_opt": log_nopt, "log_n_opt_se": se,
+        "n_opt": interval(math.exp(log_nopt), math.exp(log_nopt - t * se), math.exp(log_nopt + t * se)),
+        "loss_at_opt": b0 - b1**2 / (4 * b2),
+    }
+    order = np.argsort(x, kind="stable")
+    argmin = int(np.argmin(loss[order]))
+    if not (x.min() < log_nopt < x.max()):
+        return out | {"reliable": False, "reason": "fitted minimum lies outside the sizes sampled"}
+    if argmin == 0 or argmin == len(x) - 1:
+        where = "smallest" if argmin == 0 else "largest"
+        return out | {"reliable": False, "reason": f"lowest observed loss is at the {where} size sampled (minimum not bracketed)"}
+    return out | {"reliable": True, "reason": ""}
+
+
+def power_law(log_c: np.ndarray, log_y: np.ndarray, se: np.ndarray | None, level: float) -> dict:
+    """ln y = ln k + slope ln C by OLS (or WLS if ``se`` is given), centred at the mean ln C."""
+    n = len(log_c)
+    out: dict = {"n_budgets": int(n), "weighted": se is not None}
+    if n < 2:
+        return out | {"fitted": False}
+    ref = float(np.mean(log_c))
+    X = np.column_stack([np.ones(n), log_c - ref])
+    model = (sm.WLS(log_y, X, weights=1 / se**2) if se is not None else sm.OLS(log_y, X)).fit()
+    c0, slope = (float(v) for v in model.params)
+    df = float(model.df_resid)
+    cov = np.asarray(model.cov_params()) if df > 0 else np.full((2, 2), np.nan)
+    t = stats.t.ppf((1 + level) / 2, df) if df > 0 else math.nan
+    se_slope = math.sqrt(cov[1, 1])
+    # ln k = c0 - slope*ref; its variance from the covariance of (c0, slope)
+    g = np.array([1.0, -ref])
+    se_logk = math.sqrt(g @ cov @ g)
+    logk = c0 - slope * ref
+    return out | {
+        "fitted": True,
+        "exponent": interval(slope, slope - t * se_slope, slope + t * se_slope),
+        "log_k": interval(logk, logk - t * se_logk, logk + t * se_logk),
+        "log_c_ref": ref, "params_centered": [c0, slope], "cov_centered": cov.tolist(), "df_resid": df,
+        "r_squared": float(model.rsquared) if n > 2 else None,
+    }
+
+
+def predict_power_law(law: dict, budget: float, level: float) -> dict:
+    """Point estimate and t interval of y at ``budget`` from a fitted ``power_law`` record."""
+    c0, slope = law["params_centered"]
+    z = math.log(budget) - law["log_c_ref"]
+    mean = c0 + slope * z
+    cov = np.array(law["cov_centered"], dtype=float)
+    g = np.array([1.0, z])
+    var = g @ cov @ g
+    t = stats.t.ppf((1 + level) / 2, law["df_resid"]) if law["df_resid"] > 0 else math.nan
+    se = math.sqrt(var) if np.isfinite(var) else math.nan
+    return interval(math.exp(mean), math.exp(mean - t * se), math.exp(mean + t * se))
+
+
+def fit_isoflops(points: pd.DataFrame, level: float = 0.95, weighted: bool = False) -> dict:
+    rel = fpt_relation(points)
+    per_budget = [fit_budget(g, level) for _, g in points.groupby("budget", sort=True)]
+    warnings = []
+    for rec in per_budget:
+        if rec.get("log_n_opt") is not None:
+            n_opt = rec["n_opt"]
+            f = fpt_at(rel, 1.0)  # scale; D = C / (e^c0 N^c1)
+            d = lambda nn: rec["budget"] / (f * nn ** rel["slope"]) if nn else None  # noqa: E731
+            rec["d_opt"] = {"estimate": d(n_opt["estimate"]), "ci_low": d(n_opt["ci_high"]), "ci_high": d(n_opt["ci_low"])}
+            rec["log_d_opt"] = math.log(rec["d_opt"]["estimate"])
+            rec["log_d_opt_se"] = rel["slope"] * rec["log_n_opt_se"]
+        if not rec["reliable"]:
+            warnings.append(f"budget {rec['budget']:.3g} FLOPs excluded from the power laws: {rec['reason']}")
+    good = [r for r in per_budget if r["reliable"]]
+    log_c = np.log([r["budget"] for r in good])
+    use_w = weighted and len(good) > 0 and all(np.isfinite(r["log_n_opt_se"]) and r["log_n_opt_se"] > 0 for r in good)
+    if weighted and not use_w:
+        warnings.append("weighted power-law fit requested but some vertices have no standard error; used OLS")
+    se_n = np.array([r["log_n_opt_se"] for r in good]) if use_w else None
+    se_d = np.array([r["log_d_opt_se"] for r in good]) if use_w else None
+    n_law = power_law(log_c, np.array([r["log_n_opt"] for r in good]), se_n, level)
+    d_law = power_law(log_c, np.array([r["log_d_opt"] for r in good]), se_d, level)
+    if len(good) < 2:
+        warnings.append(f"only {len(good)} reliable budget(s): Approach 2 power laws not fitted (need 2, and 3 for intervals)")
+    elif len(good) == 2:
+        warnings.append("only 2 reliable budgets: Approach 2 power laws pass exactly through them and have no intervals")
+    methods = {
+        "parabola": "OLS of loss on (1, x, x^2), x = ln N - mean ln N, per budget; vertex SE by the delta method",
+        "d_opt": "C / flops_per_token(N_opt), ln flops_per_token = intercept + slope ln N fitted over all cells",
+        "power_laws": ("WLS (weights 1/se^2 of ln N_opt)" if use_w else "OLS") + " of ln N_opt and ln D_opt on ln C over reliable budgets",
+        "reliable": "parabola opens upward, vertex inside the sizes sampled, lowest observed loss not at an end size",
+    }
+    return {"methods": methods, "flops_per_token_relation": rel, "per_budget": per_budget, "n_opt_law": n_law, "d_opt_law": d_law,
+            "warnings": warnings}

@@ -1,0 +1,281 @@
+"""Science and contract tests for ``ehrscale fit`` (synthetic cells from known laws)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ehrscale.cli import main
+from ehrscale.errors import EhrscaleError
+from ehrscale.fit import FitSettings, fit_paths, fit_points, format_plan, optimal_for_budget
+from ehrscale.fit.frontier import fit_frontier
+from ehrscale.fit.isoflops import fit_isoflops
+from ehrscale.fit.parametric import fit_parametric
+
+CHINCHILLA = {"E": 1.82, "A": 482.0, "B": 2085.0, "alpha": 0.348, "beta": 0.366}
+# Same but beta chosen so that a = beta / (alpha + beta) = 0.58, the paper's exponent.
+PAPER_LIKE = CHINCHILLA | {"beta": 0.348 * 0.58 / 0.42}
+BUDGETS = (1e18, 1e19, 1e20, 1e21, 1e22)
+
+
+def exponents(p):
+    a = p["beta"] / (p["alpha"] + p["beta"])
+    return a, 1 - a
+
+
+def make_points(p, budgets=BUDGETS, n_sizes=9, span=2.0, noise=0.005, seed=0, shift=None):
+    """An IsoFLOPs grid around the true N_opt of each budget (C = 6ND), multiplicative noise."""
+    rng = np.random.default_rng(seed)
+    a, _ = exponents(p)
+    g = (p["alpha"] * p["A"] / (p["beta"] * p["B"])) ** (1 / (p["alpha"] + p["beta"]))
+    rows = []
+    for c in budgets:
+        n_opt = g * (c / 6) ** a
+        for i, x in enumerate(np.linspace(-span, span, n_sizes)):
+            n = n_opt * math.exp(x + (shift or {}).get(c, 0.0))
+            d = c / (6 * n)
+            loss = (p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]) * math.exp(noise * rng.standard_normal())
+            rows.append({"cell": f"c{c:.0e}_s{i}", "size": f"s{i}", "budget": c, "n_params": n,
+                         "n_params_nonembedding": 0.8 * n, "tokens": d, "flops": 6 * n * d, "flops_per_token": 6 * n,
+                         "val_loss": loss, "train_loss": 0.98 * loss})
+    df = pd.DataFrame(rows)
+    return df.assign(n=df["n_params"], loss=df["val_loss"], log_path="")
+
+
+def write_runs(df, root, logs=True):
+    extra = {"epochs": 1.0, "wall_seconds": 1.0, "tokens_per_second": 1e5, "device": "cpu", "dtype": "float32", "mfu": 0.1,
+             "config_hash": "abc", "seed": 0, "context_length": 256, "batch_size": 4, "learning_rate": 1e-3}
+    paths = []
+    for r in df.drop(columns=["n", "loss", "log_path"]).to_dict("records"):
+        cell = root / r["cell"]
+        cell.mkdir(parents=True)
+        (cell / "metrics.json").write_text(json.dumps(r | extra))
+        if logs:
+            t = np.geomspace(r["tokens"] / 50, r["tokens"], 10)
+            pd.DataFrame({"step": range(10), "tokens": t, "flops": t * r["flops_per_token"],
+                          "train_loss": r["val_loss"] * (t / r["tokens"]) ** -0.1, "lr": 1e-3,
+                          "tokens_per_second": 1e5, "elapsed_s": range(10)}).to_csv(cell / "log.csv", index=False)
+        paths.append(cell / "metrics.json")
+    return paths
+
+
+# ---------------------------------------------------------------- science
+
+
+@pytest.mark.parametrize("truth", [CHINCHILLA, PAPER_LIKE], ids=["chinchilla", "a058"])
+def test_approach3_recovers_known_law(truth):
+    df = make_points(truth)
+    fit = fit_parametric(df["n"], df["tokens"], df["loss"], bootstrap=0)
+    p = {k: v["estimate"] for k, v in fit["params"].items()}
+    a, b = exponents(truth)
+    assert abs(p["E"] - truth["E"]) < 0.05
+    assert abs(p["alpha"] - truth["alpha"]) < 0.03
+    assert abs(p["beta"] - truth["beta"]) < 0.03
+    assert abs(p["a"] - a) < 0.03 and abs(p["b"] - b) < 0.03
+
+
+@pytest.mark.parametrize("truth", [CHINCHILLA, PAPER_LIKE], ids=["chinchilla", "a058"])
+def test_approach2_recovers_known_exponents(truth):
+    iso = fit_isoflops(make_points(truth))
+    a, b = exponents(truth)
+    assert all(r["reliable"] for r in iso["per_budget"])
+    a_hat, b_hat = iso["n_opt_law"]["exponent"], iso["d_opt_law"]["exponent"]
+    assert abs(a_hat["estimate"] - a) < 0.03 and abs(b_hat["estimate"] - b) < 0.03
+    assert a_hat["ci_low"] < a_hat["estimate"] < a_hat["ci_high"]
+    # flops_per_token = 6N exactly, so the D relation is ln 6 + ln N
+    rel = iso["flops_per_token_relation"]
+    assert rel["slope"] == pytest.approx(1.0) and rel["intercept"] == pytest.approx(math.log(6))
+
+
+def test_edge_minimum_flagged_and_excluded():
+    # budget 1e20 sampled only at and above its optimum: the minimum sits at the smallest size
+    df = make_points(CHINCHILLA, shift={1e20: 2.0})
+    iso = fit_isoflops(df)
+    rec = {r["budget"]: r for r in iso["per_budget"]}
+    assert not rec[1e20]["reliable"] and ("smallest" in rec[1e20]["reason"] or "outside" in rec[1e20]["reason"])
+    assert sum(r["reliable"] for r in iso["per_budget"]) == 4
+    assert iso["n_opt_law"]["n_budgets"] == 4
+    assert any("1e+20" in w for w in iso["warnings"])
+    assert abs(iso["n_opt_law"]["exponent"]["estimate"] - exponents(CHINCHILLA)[0]) < 0.03
+
+
+def test_downward_parabola_flagged():
+    df = make_points(CHINCHILLA, budgets=(1e18, 1e19, 1e20, 1e21))
+    m = df["budget"] == 1e19
+    df.loc[m, "loss"] = 5.0 - (np.log(df.loc[m, "n"]) - np.log(df.loc[m, "n"]).mean()) ** 2 * 0.01
+    rec = {r["budget"]: r for r in fit_isoflops(df)["per_budget"]}
+    assert not rec[1e19]["reliable"] and "downward" in rec[1e19]["reason"]
+
+
+def test_bootstrap_intervals_cover_truth():
+    a_true, _ = exponents(CHINCHILLA)
+    covered = {"a": 0, "alpha": 0, "beta": 0}
+    for trial in range(10):
+        df = make_points(CHINCHILLA, n_sizes=7, noise=0.01, seed=100 + trial)
+        fit = fit_parametric(df["n"], df["tokens"], df["loss"], bootstrap=20, n_starts=4, seed=trial)
+        for key, truth in (("a", a_true), ("alpha", CHINCHILLA["alpha"]), ("beta", CHINCHILLA["beta"])):
+            r = fit["params"][key]
+            covered[key] += r["ci_low"] <= truth <= r["ci_high"]
+    assert all(c >= 7 for c in covered.values()), covered
+
+
+def test_loss_frontier_recovers_known_law():
+    rng = np.random.default_rng(3)
+    c = np.geomspace(1e16, 1e21, 8)
+    y = (1.7 + 900.0 * c**-0.17) * np.exp(0.002 * rng.standard_normal(c.size))
+    fr = fit_frontier(c, y, "min")
+    assert abs(fr["E"]["estimate"] - 1.7) < 0.05
+    assert abs(fr["gamma"]["estimate"] - 0.17) < 0.02
+    assert abs(math.log(fr["K"]["estimate"] / 900.0)) < 0.3
+    for k, truth in (("E", 1.7), ("gamma", 0.17), ("K", 900.0)):
+        assert fr[k]["ci_low"] <= truth <= fr[k]["ci_high"]
+    # a metric to maximise (AUROC) uses the same machinery: E is its ceiling
+    up = fit_frontier(c, 0.85 - 0.3 * (c / 1e16) ** -0.15, "max")
+    assert up["E"]["estimate"] == pytest.approx(0.85, abs=1e-4) and up["gamma"]["estimate"] == pytest.approx(0.15, abs=1e-3)
+
+
+def test_fit_points_frontier_matches_chinchilla_gamma():
+    res = fit_points(make_points(CHINCHILLA), FitSettings(bootstrap=0))
+    gamma = CHINCHILLA["alpha"] * CHINCHILLA["beta"] / (CHINCHILLA["alpha"] + CHINCHILLA["beta"])
+    assert abs(res["frontiers"]["val_loss"]["gamma"]["estimate"] - gamma) < 0.02
+
+
+# ---------------------------------------------------------------- outputs and contract
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    write_runs(make_points(CHINCHILLA, budgets=BUDGETS[:4], n_sizes=6, span=1.5, noise=0.005), root, logs=False)
+    return root
+
+
+def test_deterministic_scaling_json(runs, tmp_path):
+    s = FitSettings(bootstrap=8, n_starts=4, seed=7)
+    paths = sorted(runs.glob("*/metrics.json"))
+    fit_paths(paths, tmp_path / "one", s)
+    fit_paths(list(reversed(paths)), tmp_path / "two", s)
+    assert (tmp_path / "one/scaling.json").read_bytes() == (tmp_path / "two/scaling.json").read_bytes()
+    assert (tmp_path / "one/points.csv").read_bytes() == (tmp_path / "two/points.csv").read_bytes()
+
+
+def _keys(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _keys(v)
+
+
+def test_cli_outputs_and_no_subject_id(runs, tmp_path):
+    rc = main(["fit", "--runs", str(runs), "--out", str(tmp_path / "fits"), "--summary", str(tmp_path / "summary.md"),
+               "--settings", json.dumps({"bootstrap": 5, "n_starts": 4, "param_count": "nonembedding"})])
+    assert rc == 0
+    result = json.loads((tmp_path / "fits/scaling.json").read_text())
+    points = pd.read_csv(tmp_path / "fits/points.csv")
+    summary = (tmp_path / "summary.md").read_text()
+    assert len(points) == 24 and points["cell"].is_unique
+    assert set(points["param_count"]) == {"nonembedding"} and result["param_count"] == "nonembedding"
+    assert np.allclose(points["n"], points["n_params_nonembedding"])
+    assert "nonembedding" in summary and "0.58" in summary
+    for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
+        assert set(result["approach3"]["params"][k]) == {"estimate", "ci_low", "ci_high"}
+    assert "subject_id" not in points.columns
+    assert "subject_id" not in set(_keys(result))
+    assert "subject_id" not in summary
+
+
+def test_cli_metrics_list(runs, tmp_path):
+    files = [str(p) for p in sorted(runs.glob("*/metrics.json"))]
+    rc = main(["fit", "--metrics", *files, "--out", str(tmp_path), "--settings", '{"bootstrap": 0}'])
+    assert rc == 0 and json.loads((tmp_path / "scaling.json").read_text())["n_cells"] == 24
+
+
+def test_planner(runs, tmp_path):
+    fit_paths(sorted(runs.glob("*/metrics.json")), tmp_path, FitSettings(bootstrap=10, n_starts=4))
+    plan = optimal_for_budget(tmp_path / "scaling.json", 3e19)
+    a3, a2 = plan["approach3"], plan["approach2"]
+    for r in (a3["n_opt"], a3["d_opt"], a3["loss"], a2["n_opt"], a2["d_opt"]):
+        assert r["ci_low"] <= r["estimate"] <= r["ci_high"]
+    assert a3["n_opt"]["estimate"] * a3["d_opt"]["estimate"] * 6 == pytest.approx(3e19, rel=1e-6)
+    assert a2["n_opt"]["estimate"] == pytest.approx(a3["n_opt"]["estimate"], rel=0.2)
+    assert plan["warnings"] == []
+    text = format_plan(plan)
+    assert "Approach 3" in text and "Approach 2" in text and "3e+19" in text
+    assert "extrapolation" in " ".join(optimal_for_budget(tmp_path / "scaling.json", 1e25)["warnings"])
+    with pytest.raises(EhrscaleError, match="positive"):
+        optimal_for_budget(tmp_path / "scaling.json", -1)
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_error_no_cells(tmp_path):
+    with pytest.raises(EhrscaleError, match="no cells"):
+        fit_paths([], tmp_path / "out", FitSettings())
+    (tmp_path / "empty").mkdir()
+    assert main(["fit", "--runs", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
+
+
+def test_error_missing_key_names_file_and_key(tmp_path):
+    paths = write_runs(make_points(CHINCHILLA, budgets=BUDGETS[:1], n_sizes=4), tmp_path / "runs", logs=False)
+    raw = json.loads(paths[2].read_text())
+    del raw["flops_per_token"]
+    paths[2].write_text(json.dumps(raw))
+    with pytest.raises(EhrscaleError, match=r"metrics.json: missing key 'flops_per_token'") as err:
+        fit_paths(paths, tmp_path / "out", FitSettings(bootstrap=0))
+    assert str(paths[2]) in str(err.value)
+
+
+def test_error_too_few_sizes(tmp_path):
+    df = make_points(CHINCHILLA, budgets=BUDGETS[:3], n_sizes=2)
+    with pytest.raises(EhrscaleError, match="fewer than 3 model sizes"):
+        fit_points(df, FitSettings(bootstrap=0))
+
+
+def test_settings_validation(runs, tmp_path):
+    for bad in ('{"bootstrapp": 3}', '{"param_count": "embedding"}', '{"ci_level": 1.5}', '{"frontier_metrics": ["f1"]}'):
+        assert main(["fit", "--runs", str(runs), "--out", str(tmp_path), "--settings", bad]) == 2
+    assert not (tmp_path / "scaling.json").exists()
+
+
+def test_diverged_cell_excluded_with_warning(tmp_path):
+    df = make_points(CHINCHILLA, budgets=BUDGETS[:3], n_sizes=5)
+    paths = write_runs(df, tmp_path / "runs", logs=False)
+    raw = json.loads(paths[0].read_text())
+    raw["val_loss"] = None
+    paths[0].write_text(json.dumps(raw))
+    res = fit_paths(paths, tmp_path / "out", FitSettings(bootstrap=0))
+    assert res["n_cells"] == 14 and any("diverged" in w for w in res["warnings"])
+
+
+def test_edge_warning_reaches_summary_and_points(tmp_path):
+    df = make_points(CHINCHILLA, budgets=BUDGETS[:4], n_sizes=6, shift={1e19: -2.5})
+    paths = write_runs(df, tmp_path / "runs", logs=False)
+    res = fit_paths(paths, tmp_path / "fits", FitSettings(bootstrap=0), summary=tmp_path / "summary.md")
+    text = (tmp_path / "summary.md").read_text()
+    assert "budget 1e+19 FLOPs excluded from the power laws" in text
+    assert res["approach2"]["n_opt_law"]["n_budgets"] == 3
+    pts = pd.read_csv(tmp_path / "fits/points.csv")
+    assert not pts.loc[pts["budget"] == 1e19, "budget_reliable"].any()
+    assert pts.loc[pts["budget"] != 1e19, "budget_reliable"].all()
+
+
+def test_weighted_power_law_and_grid_flops_plan(tmp_path):
+    df = make_points(CHINCHILLA)
+    res = fit_points(df, FitSettings(bootstrap=5, n_starts=4, weighted_power_law=True))
+    assert res["approach2"]["n_opt_law"]["weighted"]
+    assert abs(res["headline"]["a_approach2"]["estimate"] - exponents(CHINCHILLA)[0]) < 0.03
+    from ehrscale.io import write_json
+
+    write_json(tmp_path / "scaling.json", res)
+    plan = optimal_for_budget(tmp_path / "scaling.json", 1e20)
+    # flops_per_token = 6N exactly, so counting the grid's FLOPs changes nothing
+    for k in ("n_opt", "d_opt", "loss"):
+        assert plan["approach3_grid_flops"][k]["estimate"] == pytest.approx(plan["approach3"][k]["estimate"], rel=0.01)
