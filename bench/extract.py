@@ -11,12 +11,14 @@ It prints medians, events/s, the ratio to the bare scan, and peak RSS.
 
 from __future__ import annotations
 
+import os.path
 import sys
 
-if __import__("os").path.abspath(sys.path[0]) == __import__("os").path.dirname(__import__("os").path.abspath(__file__)):
-    sys.path.pop(0)  # bench/tokenize.py must not shadow the standard library's tokenize
+# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
 
-import argparse
+import argparse  # noqa: E402
 import json
 import resource
 import statistics
