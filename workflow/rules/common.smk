@@ -37,4 +37,5 @@ def raw_dir():
 
 
 def final_targets():
-    return [f"{RESULTS}/meds"]
+    labels = [f"{RESULTS}/labels/{task}.parquet" for task in config["labels"]["tasks"]]
+    return [f"{RESULTS}/summary.md", *labels]

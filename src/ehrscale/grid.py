@@ -1,0 +1,311 @@
+"""The IsoFLOPs grid: which (model size, compute budget) cells to train, and ``ehrscale plan``.
+
+For every budget ``C`` and every size in the ladder, a cell trains ``D = C / flops_per_token``
+real target tokens (``ehrscale.model.flops_per_token``: ``6 N_total`` plus the causal
+attention term). A cell is dropped, with the reason, when its tokens per (total) parameter
+``D / N`` falls outside ``[min_tokens_per_param, max_tokens_per_param]`` (too far from any
+plausible optimum to inform the fit) or when it would need more than ``max_epochs`` passes
+over the training split (repeated data changes the law).
+
+Cell ids look like ``C3e11_d32L2``: budget first so ids sort by budget, no ``+`` or
+spaces, safe as a Snakemake wildcard and a directory name (a decimal point in the budget
+becomes ``p``: ``C1p5e12_d32L2``).
+
+Config sections read by ``ehrscale plan --config`` (YAML):
+
+* ``model_sizes``: the ladder ``{name: {n_layer, d_model, n_head}}``, or the string
+  ``"default"`` / ``"debug"`` for ``DEFAULT_SIZES`` / ``DEBUG_SIZES``;
+* ``grid``: ``GridSettings``; ``model``: ``ModelSettings`` (context length etc.);
+* ``train``: ``TrainSettings`` (only for the batch size / LR columns).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from ehrscale.config import load_config
+from ehrscale.errors import EhrscaleError
+from ehrscale.io import load_settings, write_json
+from ehrscale.model import DEBUG_SIZES, DEFAULT_SIZES, GPTConfig, ModelSettings, flops_per_token, param_counts
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.\-]*$")
+
+
+@dataclasses.dataclass
+class GridSettings:
+    """The ``grid`` config section."""
+
+    sizes: list[str] = dataclasses.field(default_factory=list)  # empty: every size in the ladder
+    budgets: list[float] = dataclasses.field(default_factory=list)  # FLOPs, e.g. [3e11, 1e12, 3e12]
+    min_tokens_per_param: float = 1.0
+    max_tokens_per_param: float = 1000.0
+    max_epochs: float = 4.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    id: str
+    size: str
+    budget: float
+    n_params: int
+    n_params_nonembedding: int
+    flops_per_token: float
+    tokens: int
+    epochs: float | None  # None when the training split size is unknown
+    n_layer: int
+    d_model: int
+    n_head: int
+
+    @property
+    def tokens_per_param(self) -> float:
+        return self.tokens / self.n_params
+
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tokens_per_param"] = self.tokens_per_param
+        return d
+
+
+def format_budget(budget: float) -> str:
+    """3e11 -> '3e11', 1.5e12 -> '1p5e12', 100 -> '1e2'."""
+    mant, exp = f"{float(budget):.6e}".split("e")
+    mant = mant.rstrip("0").rstrip(".").replace(".", "p")
+    return f"{mant}e{int(exp)}"
+
+
+def cell_id(size: str, budget: float) -> str:
+    return f"C{format_budget(budget)}_{size}"
+
+
+def parse_cell_id(cell: str) -> tuple[str, float]:
+    """'C1p5e12_d32L2' -> ('d32L2', 1.5e12); the inverse of :func:`cell_id`."""
+    match = re.fullmatch(r"C([0-9p]+e-?[0-9]+)_([A-Za-z0-9][A-Za-z0-9.\-]*)", cell)
+    if not match:
+        raise EhrscaleError(f"not a cell id: {cell!r} (expected like C3e11_d32L2)")
+    return match.group(2), float(match.group(1).replace("p", "."))
+
+
+def resolve_sizes(sizes: Any) -> dict[str, dict[str, int]]:
+    """The ladder from config: a mapping, or 'default' / 'debug' (None -> default)."""
+    if sizes is None or sizes == "default":
+        return dict(DEFAULT_SIZES)
+    if sizes == "debug":
+        return dict(DEBUG_SIZES)
+    if isinstance(sizes, str):
+        try:
+            sizes = json.loads(sizes)
+        except json.JSONDecodeError as err:
+            raise EhrscaleError(f"model_sizes must be 'default', 'debug' or a JSON mapping: {err}") from err
+    if not isinstance(sizes, dict) or not sizes:
+        raise EhrscaleError("model_sizes must be a non-empty mapping {name: {n_layer, d_model, n_head}}")
+    for name in sizes:
+        if not _NAME_RE.match(str(name)):
+            raise EhrscaleError(f"model_sizes: name {name!r} must match {_NAME_RE.pattern} (used in cell ids and paths)")
+    return sizes
+
+
+def plan_cells(
+    sizes: dict[str, dict],
+    grid: GridSettings,
+    vocab_size: int,
+    context_length: int,
+    train_tokens: int | None,
+    model: ModelSettings | None = None,
+) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    """All cells of the grid, split into (kept, [(dropped, reason)]), ordered by budget then size."""
+    model = dataclasses.replace(model or ModelSettings(), context_length=int(context_length))
+    names = list(grid.sizes) or list(sizes)
+    unknown = [n for n in names if n not in sizes]
+    if unknown:
+        raise EhrscaleError(f"grid.sizes names unknown size(s) {unknown}; the ladder has {list(sizes)}")
+    if not grid.budgets:
+        raise EhrscaleError("grid.budgets is empty: give at least one FLOP budget")
+    if grid.min_tokens_per_param > grid.max_tokens_per_param:
+        raise EhrscaleError("grid.min_tokens_per_param exceeds grid.max_tokens_per_param")
+    kept: list[Cell] = []
+    dropped: list[tuple[Cell, str]] = []
+    for budget in sorted(float(b) for b in grid.budgets):
+        if not budget > 0:
+            raise EhrscaleError(f"grid.budgets must be positive, got {budget}")
+        for name in names:
+            cfg = GPTConfig.from_size(sizes[name], vocab_size, model)
+            counts = param_counts(cfg)
+            fpt = flops_per_token(cfg)
+            tokens = int(budget // fpt)
+            epochs = tokens / train_tokens if train_tokens else None
+            cell = Cell(
+                id=cell_id(name, budget), size=name, budget=budget, n_params=counts["total"],
+                n_params_nonembedding=counts["non_embedding"], flops_per_token=fpt, tokens=tokens, epochs=epochs,
+                n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=cfg.n_head,
+            )
+            tpp = cell.tokens_per_param
+            if tokens < 1:
+                dropped.append((cell, "budget buys less than one token"))
+            elif tpp < grid.min_tokens_per_param:
+                dropped.append((cell, f"tokens/param {tpp:.3g} < min_tokens_per_param {grid.min_tokens_per_param:g}"))
+            elif tpp > grid.max_tokens_per_param:
+                dropped.append((cell, f"tokens/param {tpp:.3g} > max_tokens_per_param {grid.max_tokens_per_param:g}"))
+            elif epochs is not None and epochs > grid.max_epochs:
+                dropped.append((cell, f"epochs {epochs:.3g} > max_epochs {grid.max_epochs:g}"))
+            else:
+                kept.append(cell)
+    return kept, dropped
+
+
+def find_cell(cell: str, sizes, grid, vocab_size, context_length, train_tokens, model=None) -> Cell:
+    """The kept cell with id ``cell``; an error naming the reason if it was dropped or is unknown."""
+    kept, dropped = plan_cells(sizes, grid, vocab_size, context_length, train_tokens, model)
+    for c in kept:
+        if c.id == cell:
+            return c
+    for c, reason in dropped:
+        if c.id == cell:
+            raise EhrscaleError(f"cell {cell} is dropped from the grid: {reason}")
+    raise EhrscaleError(f"cell {cell} is not in the grid; cells: {', '.join(c.id for c in kept)}")
+
+
+def plan_from_config(config: dict, tokens_dir: str | Path) -> tuple[list[Cell], list[tuple[Cell, str]]]:
+    """The grid for a workflow config once the tokens exist (vocab size and train-split size)."""
+    from ehrscale.data import read_stats, target_tokens_from_stats
+
+    stats = read_stats(tokens_dir)
+    model = load_settings(ModelSettings, config.get("model"), "model")
+    return plan_cells(resolve_sizes(config.get("model_sizes")), load_settings(GridSettings, config.get("grid"), "grid"),
+                      int(stats["vocab_size"]), model.context_length, target_tokens_from_stats(stats, "train"), model)
+
+
+def single_cell_grid(cell: str, grid: GridSettings) -> dict:
+    """A grid section holding only ``cell``, with its bounds opened.
+
+    The workflow has already chosen the cell; passing the job this, not the whole grid,
+    means adding budgets or sizes (or retuning the drop rules) never reruns trained cells.
+    """
+    size, budget = parse_cell_id(cell)
+    return {"sizes": [size], "budgets": [budget], "min_tokens_per_param": 0.0,
+            "max_tokens_per_param": 1e30, "max_epochs": 1e30}
+
+
+def job_resources(cell: Cell, context_length: int, vocab_size: int, cluster: dict) -> dict[str, int]:
+    """Scheduler estimates for one training job: ``runtime`` (minutes) and ``mem_mb``.
+
+    Time is D / tokens_per_second, or FLOPs / (mfu * peak_flops) when a throughput is not
+    given, times a safety factor. Memory is AdamW state (16 bytes a parameter) plus
+    activations of the largest batch plus a fixed overhead for the runtime.
+    """
+    if cluster.get("tokens_per_second"):
+        seconds = cell.tokens / float(cluster["tokens_per_second"])
+    else:
+        seconds = cell.tokens * cell.flops_per_token / (float(cluster["mfu"]) * float(cluster["peak_flops"]))
+    minutes = max(float(cluster["min_runtime_minutes"]), seconds / 60 * float(cluster["runtime_factor"]))
+    rows = 256  # the batch rule's ceiling
+    activations = rows * context_length * (cell.n_layer * cell.d_model * 40 + vocab_size * 8)
+    mem = 16 * cell.n_params + activations + 2 * 2**30
+    return {"runtime": int(math.ceil(minutes)), "mem_mb": int(math.ceil(mem * 1.25 / 2**20))}
+
+
+# ---------------------------------------------------------------------------- CLI
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--config", help="config YAML with model_sizes, grid, model, train sections (needed unless --budget/--fits)")
+    parser.add_argument("--tokens-stats", help="the tokenizer's stats.json (or its TOKENS directory): vocab size and training-split size")
+    parser.add_argument("--vocab-size", type=int, help="vocab size when no --tokens-stats is given")
+    rate = parser.add_mutually_exclusive_group()
+    rate.add_argument("--tokens-per-second", type=float, help="measured training throughput, for time estimates")
+    rate.add_argument("--mfu", type=float, help="assumed model FLOPs utilisation (with --peak-flops)")
+    parser.add_argument("--peak-flops", type=float, help="accelerator peak FLOP/s (with --mfu), e.g. 989e12 for H100 bf16")
+    parser.add_argument("--json", dest="json_out", help="also write the plan (kept and dropped cells) to this JSON file")
+    parser.add_argument("--budget", type=float, help="with --fits: print the compute-optimal N, D and predicted loss for this budget")
+    parser.add_argument("--fits", help="the fit module's scaling JSON (with --budget)")
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def run(args) -> int:
+    if (args.budget is None) != (args.fits is None):
+        raise EhrscaleError("--budget and --fits go together")
+    if args.budget is not None:
+        from ehrscale.fit import format_plan, optimal_for_budget
+
+        print(format_plan(optimal_for_budget(args.fits, args.budget)))
+        return 0
+    if not args.config:
+        raise EhrscaleError("--config is required (except with --budget and --fits)")
+    if (args.mfu is None) != (args.peak_flops is None):
+        raise EhrscaleError("--mfu and --peak-flops go together")
+
+    from ehrscale.train import TrainSettings, batch_size_for, learning_rate_for
+
+    config = load_config(args.config)
+    sizes = resolve_sizes(config.get("model_sizes"))
+    grid = load_settings(GridSettings, config.get("grid"), "grid")
+    model = load_settings(ModelSettings, config.get("model"), "model")
+    train = load_settings(TrainSettings, config.get("train"), "train")
+    vocab_size, train_tokens = args.vocab_size, None
+    if args.tokens_stats:
+        from ehrscale.data import target_tokens_from_stats
+
+        p = Path(args.tokens_stats)
+        p = p / "stats.json" if p.is_dir() else p
+        if not p.exists():
+            raise EhrscaleError(f"token stats not found: {p}")
+        stats = json.loads(p.read_text())
+        vocab_size = int(stats["vocab_size"])
+        train_tokens = target_tokens_from_stats(stats, "train")
+    if not vocab_size:
+        raise EhrscaleError("give --tokens-stats or --vocab-size")
+    kept, dropped = plan_cells(sizes, grid, vocab_size, model.context_length, train_tokens, model)
+
+    def est_seconds(c: Cell) -> float | None:
+        if args.tokens_per_second:
+            return c.tokens / args.tokens_per_second
+        if args.mfu:
+            return c.tokens * c.flops_per_token / (args.mfu * args.peak_flops)
+        return None
+
+    ctx = model.context_length
+    header = f"{'cell':<22} {'N':>10} {'N_nonemb':>10} {'D':>11} {'C':>9} {'D/N':>8} {'epochs':>7} {'batch':>5} {'steps':>7} {'lr':>8} {'time':>7}"
+    print(f"IsoFLOPs grid: vocab {vocab_size}, context {ctx}, {len(kept)} cells kept, {len(dropped)} dropped")
+    print(header)
+    total_s = 0.0
+    rows = []
+    for c in kept:
+        bs = batch_size_for(c.tokens, ctx, train)
+        steps = math.ceil(c.tokens / (bs * ctx))
+        lr = learning_rate_for(c.d_model, train)
+        s = est_seconds(c)
+        total_s += s or 0.0
+        ep = "-" if c.epochs is None else f"{c.epochs:.2f}"
+        print(f"{c.id:<22} {c.n_params:>10,} {c.n_params_nonembedding:>10,} {c.tokens:>11,} {c.budget:>9.3g} {c.tokens_per_param:>8.3g} {ep:>7} {bs:>5} {steps:>7} {lr:>8.2e} {_fmt_time(s):>7}")
+        rows.append({**c.as_dict(), "batch_size": bs, "steps_approx": steps, "learning_rate": lr, "estimated_seconds": s})
+    if kept and est_seconds(kept[0]) is not None:
+        print(f"total: {total_s / 3600:.2f} GPU-hours ({_fmt_time(total_s)})")
+    else:
+        print("total: (give --tokens-per-second or --mfu and --peak-flops for time estimates)")
+    if train_tokens is None:
+        print("note: no --tokens-stats: epochs unknown, max_epochs not applied")
+    if dropped:
+        print(f"dropped ({len(dropped)}):")
+        for c, reason in dropped:
+            print(f"  {c.id:<22} N {c.n_params:,}  D {c.tokens:,}: {reason}")
+    if args.json_out:
+        write_json(args.json_out, {
+            "vocab_size": vocab_size, "context_length": ctx, "train_tokens": train_tokens,
+            "cells": rows, "dropped": [{**c.as_dict(), "reason": r} for c, r in dropped],
+        })
+    sys.stdout.flush()
+    return 0

@@ -1,0 +1,29 @@
+FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier"]
+
+
+rule fit:
+    """Scaling laws from every trained cell: IsoFLOPs parabolas, power laws, L(N, D), frontier."""
+    input:
+        trained_metrics,
+    output:
+        scaling=f"{RESULTS}/fits/scaling.json",
+        points=f"{RESULTS}/fits/points.csv",
+        summary=report(f"{RESULTS}/summary.md", caption="../report/summary.rst", category="Summary"),
+        figures=[
+            report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Scaling laws")
+            for name in FIGURES
+        ],
+    params:
+        settings=settings("fit"),
+        fits_dir=f"{RESULTS}/fits",
+        figures_dir=f"{RESULTS}/figures",
+    log:
+        f"{RESULTS}/logs/fit.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/fit.tsv"
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        # One BLAS thread: the many small L-BFGS fits are far slower with contended threads.
+        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input} --out {params.fits_dir} "
+        "--figures {params.figures_dir} --summary {output.summary} --settings {params.settings:q} > {log} 2>&1"

@@ -1,0 +1,38 @@
+checkpoint tokenize:
+    """MEDS timelines -> ETHOS-style token streams; vocabulary and bins fitted on train only.
+
+    A checkpoint: the training grid drops cells that would need too many epochs, which
+    depends on how many train tokens there are.
+    """
+    input:
+        f"{RESULTS}/meds",
+    output:
+        directory(f"{RESULTS}/tokens"),
+    params:
+        settings=settings("tokenize"),
+    log:
+        f"{RESULTS}/logs/tokenize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/tokenize.tsv"
+    threads: 2
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        "ehrscale tokenize {input} {output} --settings {params.settings:q} > {log} 2>&1"
+
+
+rule labels:
+    """One clinical task's labels, in the MEDS label schema, from the timeline alone."""
+    input:
+        meds=f"{RESULTS}/meds",
+        task=f"{config['labels']['task_dir']}/{{task}}.yaml",
+    output:
+        f"{RESULTS}/labels/{{task}}.parquet",
+    log:
+        f"{RESULTS}/logs/labels/{{task}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/labels/{{task}}.tsv"
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        "ehrscale labels {input.meds} --task {input.task} --out {output} > {log} 2>&1"
