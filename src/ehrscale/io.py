@@ -73,6 +73,16 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    """Parse a JSON file; a missing or malformed one is an error naming ``what`` and the path."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise EhrscaleError(f"{what} not found: {path}") from err
+    except json.JSONDecodeError as err:
+        raise EhrscaleError(f"{path}: not valid JSON: {err}") from err
+
+
 def load_settings(cls: type[T], raw: str | dict | None, section: str) -> T:
     """Build a settings dataclass from a dict, a JSON string, or ``@file.json``.
 

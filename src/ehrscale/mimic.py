@@ -141,25 +141,20 @@ _register(Table(
     ),
 ))
 
-_register(Table(
-    "labevents", "hosp",
-    {"subject_id": "BIGINT", "hadm_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
-     "value": "VARCHAR", "valuenum": "DOUBLE", "valueuom": "VARCHAR"},
-    key_columns=("subject_id", "itemid", "charttime"),
-    events_sql=_ev("charttime", "'LAB//' || itemid || '//' || coalesce(valueuom, 'UNK')", PRIO_MEASURE,
-                   table="t_labevents", numeric="valuenum",
-                   text="CASE WHEN valuenum IS NULL THEN value END"),
-))
+def _measurements(name: str, module: str, prefix: str) -> Table:
+    """labevents and chartevents: one event per row, coded by item and unit."""
+    return Table(
+        name, module,
+        {"subject_id": "BIGINT", "hadm_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
+         "value": "VARCHAR", "valuenum": "DOUBLE", "valueuom": "VARCHAR"},
+        key_columns=("subject_id", "itemid", "charttime"),
+        events_sql=_ev("charttime", f"'{prefix}//' || itemid || '//' || coalesce(valueuom, 'UNK')", PRIO_MEASURE,
+                       table=f"t_{name}", numeric="valuenum", text="CASE WHEN valuenum IS NULL THEN value END"),
+    )
 
-_register(Table(
-    "chartevents", "icu",
-    {"subject_id": "BIGINT", "hadm_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
-     "value": "VARCHAR", "valuenum": "DOUBLE", "valueuom": "VARCHAR"},
-    key_columns=("subject_id", "itemid", "charttime"),
-    events_sql=_ev("charttime", "'CHART//' || itemid || '//' || coalesce(valueuom, 'UNK')", PRIO_MEASURE,
-                   table="t_chartevents", numeric="valuenum",
-                   text="CASE WHEN valuenum IS NULL THEN value END"),
-))
+
+_register(_measurements("labevents", "hosp", "LAB"))
+_register(_measurements("chartevents", "icu", "CHART"))
 
 _register(Table(
     "prescriptions", "hosp",

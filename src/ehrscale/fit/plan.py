@@ -8,23 +8,17 @@ Used by ``ehrscale plan --budget C --fits scaling.json`` (in :mod:`ehrscale.grid
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
 
 import numpy as np
 
 from ehrscale.errors import EhrscaleError
+from ehrscale.io import read_json
 from ehrscale.fit._util import interval, jsonable, percentile_interval
 
 
 def _load(path) -> dict:
-    try:
-        fits = json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise EhrscaleError(f"scaling fits not found: {path}") from err
-    except json.JSONDecodeError as err:
-        raise EhrscaleError(f"{path}: not valid JSON: {err}") from err
+    fits = read_json(path, "scaling fits")
     if not isinstance(fits, dict) or not str(fits.get("schema", "")).startswith("ehrscale.scaling/"):
         raise EhrscaleError(f"{path}: not an ehrscale scaling.json (no 'schema' ehrscale.scaling/*)")
     return fits

@@ -7,7 +7,6 @@ finite positive number (a diverged run) is dropped with a warning, not fitted.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ehrscale.errors import EhrscaleError
+from ehrscale.io import read_json
 
 NUMERIC_REQUIRED = ("budget", "n_params", "n_params_nonembedding", "tokens", "flops", "flops_per_token")
 OPTIONAL = (
@@ -42,12 +42,7 @@ def _number(raw: dict, key: str, path: Path) -> float:
 
 
 def read_metrics(path: Path, metrics: list[str]) -> dict:
-    try:
-        raw = json.loads(Path(path).read_text())
-    except FileNotFoundError as err:
-        raise EhrscaleError(f"metrics file not found: {path}") from err
-    except json.JSONDecodeError as err:
-        raise EhrscaleError(f"{path}: not valid JSON: {err}") from err
+    raw = read_json(path, "metrics file")
     if not isinstance(raw, dict):
         raise EhrscaleError(f"{path}: expected a JSON object")
     row: dict = {}

@@ -33,7 +33,7 @@ def _rnd_minute(days: float) -> float:
 
 
 def simulate_admission(pt, k: int, t: float, prev_loc: str | None, out) -> dict:
-    rng, r = pt.rng, pt.r
+    r = pt.r
     g = pt.i * MAX_ADM + k
     sid, hadm = pt.sid, HADM_BASE + g
     active = pt.active(t)
@@ -240,7 +240,7 @@ def _coding(pt, P, prob, surgery, s, icu, died, active, hadm, v10, adm, los, out
 
 
 def _prescriptions(pt, P, g, hadm, adm_s, los, icu, icu_in, icu_out, s, active, out) -> None:
-    rng, r = pt.rng, pt.r
+    r = pt.r
     orders: list[tuple[str, float, float]] = []  # drug, start (days), stop (days)
 
     def order(drug: str, start: float, dur: float) -> None:
@@ -378,7 +378,7 @@ def _labs(pt, P, prob, g, hadm, adm_s, los, ed_rel, icu_in, icu_out, A0, resid, 
 
 
 def _vitals(pt, P, hadm, stay_id, adm_s, icu_in, icu_out, los, A0, resid, died, active, out) -> None:
-    rng, r = pt.rng, pt.r
+    rng = pt.rng
     dur_h = (icu_out - icu_in) * 24
     hours = np.concatenate([np.arange(0.25, min(12.0, dur_h)), np.arange(12.0, dur_h, 4.0)])[:200]
     if len(hours) == 0:
