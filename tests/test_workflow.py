@@ -91,3 +91,13 @@ def test_adding_a_budget_trains_only_new_cells(first_run, workdir):
     assert new and all(cell.startswith("C1e11_") for cell in new)
     points = pd.read_csv(results / "fits" / "points.csv")
     assert len(points) == len(after)  # the fit reran over old and new cells
+
+
+def test_html_report_has_every_figure(first_run, workdir):
+    _, config = first_run
+    report = workdir / "report.html"
+    result = snakemake(workdir, config, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-4000:]
+    html = report.read_text(errors="replace")
+    for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "summary"):
+        assert name in html
