@@ -6,6 +6,7 @@ from snakemake.settings.types import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from ehrscale.config import validate_config
+from ehrscale.grid import GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid
 
 # Fails before any job runs, naming each bad key.
 validate_config(config, Path(workflow.basedir, "workflow/schemas/config.schema.yaml"))
@@ -39,3 +40,29 @@ def raw_dir():
 def final_targets():
     labels = [f"{RESULTS}/labels/{task}.parquet" for task in config["labels"]["tasks"]]
     return [f"{RESULTS}/summary.md", *labels]
+
+
+# ---- the IsoFLOPs grid (train.smk, fit.smk)
+
+
+def grid_cells():
+    """The kept cells of the IsoFLOPs grid; known once the tokenize checkpoint has run."""
+    tokens = checkpoints.tokenize.get().output[0]
+    return plan_from_config(config, tokens)[0]
+
+
+def trained_metrics(wildcards):
+    return [f"{RESULTS}/runs/{cell.id}/metrics.json" for cell in grid_cells()]
+
+
+def cell_resources(wildcards, input):
+    cell = next(c for c in plan_from_config(config, input.tokens)[0] if c.id == wildcards.cell)
+    stats = json.loads(Path(input.tokens, "stats.json").read_text())
+    return job_resources(cell, config["model"]["context_length"], int(stats["vocab_size"]), config["cluster"])
+
+
+def cell_sizes(wildcards):
+    """Only this cell's size definition, so editing other sizes never reruns it."""
+    sizes = config["model_sizes"]
+    size = parse_cell_id(wildcards.cell)[0]
+    return sizes if isinstance(sizes, str) else json.dumps({size: sizes[size]}, sort_keys=True)

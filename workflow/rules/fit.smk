@@ -15,8 +15,6 @@ rule fit:
         ],
     params:
         settings=settings("fit"),
-        fits_dir=f"{RESULTS}/fits",
-        figures_dir=f"{RESULTS}/figures",
     log:
         f"{RESULTS}/logs/fit.log",
     benchmark:
@@ -25,5 +23,5 @@ rule fit:
         "../../envs/ehrscale.yaml"
     shell:
         # One BLAS thread: the many small L-BFGS fits are far slower with contended threads.
-        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input} --out {params.fits_dir} "
-        "--figures {params.figures_dir} --summary {output.summary} --settings {params.settings:q} > {log} 2>&1"
+        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input} --out $(dirname {output.scaling}) "
+        "--figures $(dirname {output.figures[0]}) --summary {output.summary} --settings {params.settings:q} > {log} 2>&1"
