@@ -225,6 +225,19 @@ def test_static_prefix_uses_first_admission(tmp_path):
     assert "MARITAL_STATUS//MARRIED" in toks and not any(t.startswith("RACE//W") for t in toks)
 
 
+def test_static_prefix_never_reveals_a_later_admission(tmp_path):
+    """First admission has no marital status: the prefix says UNKNOWN, not the second admission's value."""
+    events = [ev(1, None, "GENDER//F"), ev(1, "2050-01-01", "MEDS_BIRTH"),
+              ev(1, "2112-01-01", "ADMISSION//URGENT", hadm_id=1), ev(1, "2112-01-01", "RACE//WHITE", hadm_id=1),
+              ev(1, "2115-01-01", "ADMISSION//URGENT", hadm_id=2),
+              ev(1, "2115-01-01", "MARITAL_STATUS//WIDOWED", hadm_id=2), ev(1, "2115-01-01", "RACE//WHITE", hadm_id=2)]
+    meds = write_meds(tmp_path / "meds", events, {1: "train"})
+    tokenize(meds, tmp_path / "tok", TokenizeSettings(min_count=1))
+    v = Vocab.load(tmp_path / "tok")
+    toks = [v.tokens[x] for x in SplitTokens.load(tmp_path / "tok" / "train").subject(0)[0]]
+    assert toks[:3] == ["GENDER//F", "RACE//WHITE", "MARITAL//UNKNOWN"]
+
+
 def _expected_events(df: pd.DataFrame, vocab: Vocab) -> list[tuple]:
     """The subject's clinical events in MEDS order, with the documented lossy steps applied."""
     out = []

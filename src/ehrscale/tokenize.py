@@ -280,9 +280,16 @@ def encode_table(table: pa.Table, vocab: Vocab, codes: CodeTable) -> Encoded:
     v = vocab.token_to_id
     r = np.flatnonzero(role == ROLE_GENDER)
     gender = _first_per_subject(subj, r, codes.static.take(gid[r]), n_subj, v["GENDER//UNKNOWN"])
-    r = np.flatnonzero(role == ROLE_RACE)
+    # Race and marital status come from the first admission only: taking the first non-null
+    # value would reveal, in every probe's prefix, that a later admission exists.
+    is_admission = np.fromiter((c.startswith("ADMISSION//") for c in dictionary), bool, len(dictionary))
+    admission_fact = is_admission[local] | (role == ROLE_RACE) | (codes.marital.take(gid) >= 0)
+    r = np.flatnonzero(admission_fact & timed)
+    first_admission = _first_per_subject(subj, r, time[r], n_subj, _NULL_TIME)
+    at_first_admission = timed & (time == first_admission[subj])
+    r = np.flatnonzero((role == ROLE_RACE) & at_first_admission)
     race = _first_per_subject(subj, r, codes.static.take(gid[r]), n_subj, v["RACE//UNKNOWN"])
-    r = np.flatnonzero(codes.marital.take(gid) >= 0)
+    r = np.flatnonzero((codes.marital.take(gid) >= 0) & at_first_admission)
     marital = _first_per_subject(subj, r, codes.marital.take(gid[r]), n_subj, v["MARITAL//UNKNOWN"])
     r = np.flatnonzero((role == ROLE_BIRTH) & timed)
     birth = _first_per_subject(subj, r, time[r], n_subj, _NULL_TIME)
