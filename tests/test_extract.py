@@ -75,6 +75,15 @@ def test_diagnoses_sit_at_discharge_and_procedures_inside_admission(events):
     assert (px.time.to_numpy() <= adm.dischtime.to_numpy()).all()
 
 
+def test_lab_values_sit_at_their_result_time(events):
+    labs = raw("labevents")
+    labs = labs[labs.charttime.notna()]
+    expected = pd.to_datetime(labs.storetime.fillna(labs.charttime)).combine(pd.to_datetime(labs.charttime), max)
+    got = events.loc[events.code.str.startswith("LAB//"), "time"]
+    assert sorted(got) == sorted(expected)
+    assert (pd.to_datetime(labs.storetime) > pd.to_datetime(labs.charttime)).any()  # the rule matters here
+
+
 def test_codes_are_namespaced_and_readable(events):
     assert "ICD10CM//I509" in set(events.code) or events.code.str.match(r"^ICD10CM//[A-Z]\d").any()
     assert events.code.str.match(r"^LAB//\d+//.+").sum() == count_prefix(events, "LAB//")

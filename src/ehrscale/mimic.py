@@ -9,6 +9,9 @@ Time placement, chosen so that no event is visible before it was knowable:
 - Diagnoses (``diagnoses_icd``) and DRG codes carry no time in MIMIC. They are placed at
   their admission's **discharge time**, when they are coded. Admission-time tasks
   therefore never see the current admission's diagnoses.
+- Lab and chart values are placed when their result was stored (``storetime``; ``charttime``
+  when it is missing): a value drawn before a prediction time but resulted after it is not
+  yet known then.
 - Date-only events (``procedures_icd.chartdate``, ``omr.chartdate``, ``patients.dod``) are
   placed at the **end** of their day (23:59:59); procedures are then clipped into the
   admission's [admittime, dischtime].
@@ -142,13 +145,14 @@ _register(Table(
 ))
 
 def _measurements(name: str, module: str, prefix: str) -> Table:
-    """labevents and chartevents: one event per row, coded by item and unit."""
+    """labevents and chartevents: one event per row, coded by item and unit, at its storetime."""
     return Table(
         name, module,
         {"subject_id": "BIGINT", "hadm_id": "BIGINT", "itemid": "BIGINT", "charttime": "TIMESTAMP",
-         "value": "VARCHAR", "valuenum": "DOUBLE", "valueuom": "VARCHAR"},
+         "storetime": "TIMESTAMP", "value": "VARCHAR", "valuenum": "DOUBLE", "valueuom": "VARCHAR"},
         key_columns=("subject_id", "itemid", "charttime"),
-        events_sql=_ev("charttime", f"'{prefix}//' || itemid || '//' || coalesce(valueuom, 'UNK')", PRIO_MEASURE,
+        events_sql=_ev("greatest(charttime, coalesce(storetime, charttime))",
+                       f"'{prefix}//' || itemid || '//' || coalesce(valueuom, 'UNK')", PRIO_MEASURE,
                        table=f"t_{name}", numeric="valuenum", text="CASE WHEN valuenum IS NULL THEN value END"),
     )
 
