@@ -334,11 +334,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default=None, help="extract settings as JSON (or @file.json)")
     parser.add_argument("--name", default="mimic-iv", help="dataset name for metadata/dataset.json")
     parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (overrides settings)")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (overrides settings)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(ExtractSettings, args.settings, "extract")
     if args.threads is not None:
         settings.threads = args.threads
+    if args.memory_limit is not None:
+        settings.memory_limit = args.memory_limit
     extract(args.raw_dir, args.out_dir, settings, name=args.name)
     return 0

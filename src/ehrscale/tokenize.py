@@ -623,10 +623,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("meds_dir", help="MEDS dataset root (with data/{train,tuning,held_out}/*.parquet)")
     parser.add_argument("tokens_dir", help="output directory (written atomically)")
     parser.add_argument("--settings", default=None, help="JSON object (or @file.json) of tokenize settings")
+    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (overrides settings)")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (overrides settings)")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(TokenizeSettings, args.settings, "tokenize")
+    if args.threads is not None:
+        settings.duckdb_threads = args.threads
+    if args.memory_limit is not None:
+        settings.duckdb_memory_limit = args.memory_limit
     t0 = _time.perf_counter()
     stats = tokenize(args.meds_dir, args.tokens_dir, settings)
     n = sum(s["n_tokens"] for s in stats["splits"].values())

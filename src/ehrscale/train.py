@@ -391,6 +391,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--grid", help="grid section as JSON (or @file.json)")
     parser.add_argument("--model", help="model section as JSON (or @file.json)")
     parser.add_argument("--settings", help="train section as JSON (or @file.json)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides settings)")
 
 
 def _section(arg: str | None, config: dict, key: str):
@@ -411,6 +412,8 @@ def run(args) -> int:
     grid = load_settings(GridSettings, _section(args.grid, config, "grid"), "grid")
     model = load_settings(ModelSettings, _section(args.model, config, "model"), "model")
     settings = load_settings(TrainSettings, _section(args.settings, config, "train"), "train")
+    if args.threads is not None:
+        settings.threads = args.threads
     check_settings(settings)
     stats = read_stats(args.tokens)
     cell = find_cell(args.cell, sizes, grid, int(stats["vocab_size"]), model.context_length,

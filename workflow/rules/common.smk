@@ -26,9 +26,15 @@ shell.prefix(
 )
 
 
-def settings(section):
-    """A config section as JSON, passed to a stage's --settings; a param, so edits rerun the stage."""
-    return json.dumps(config.get(section, {}), sort_keys=True)
+def settings(section, exclude=()):
+    """A config section as JSON for a stage's --settings. It is a param, so editing it reruns
+    the stage; ``exclude`` keys that only tune speed (threads, memory), which rules pass from
+    ``threads`` and ``resources`` instead, so changing them reruns nothing."""
+    return json.dumps({k: v for k, v in config.get(section, {}).items() if k not in exclude}, sort_keys=True)
+
+
+# DuckDB gets three quarters of a job's memory: it overshoots its limit a little.
+DUCKDB_MEMORY = "$(( {resources.mem_mb} * 3 / 4 ))MB"
 
 
 def raw_dir():

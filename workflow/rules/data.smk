@@ -22,7 +22,7 @@ rule extract:
     output:
         directory(f"{RESULTS}/meds"),
     params:
-        settings=settings("extract"),
+        settings=settings("extract", exclude=("threads", "memory_limit")),
         name=NAME,
     log:
         f"{RESULTS}/logs/extract.log",
@@ -34,4 +34,5 @@ rule extract:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale extract {input} {output} --name {params.name} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+        "ehrscale extract {input} {output} --name {params.name} --settings {params.settings:q} "
+        f"--threads {{threads}} --memory-limit {DUCKDB_MEMORY} > {{log}} 2>&1"

@@ -9,16 +9,19 @@ checkpoint tokenize:
     output:
         directory(f"{RESULTS}/tokens"),
     params:
-        settings=settings("tokenize"),
+        settings=settings("tokenize", exclude=("duckdb_threads", "duckdb_memory_limit")),
     log:
         f"{RESULTS}/logs/tokenize.log",
     benchmark:
         f"{RESULTS}/benchmarks/tokenize.tsv"
     threads: 2
+    resources:
+        mem_mb=4000,
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale tokenize {input} {output} --settings {params.settings:q} > {log} 2>&1"
+        "ehrscale tokenize {input} {output} --settings {params.settings:q} "
+        f"--threads {{threads}} --memory-limit {DUCKDB_MEMORY} > {{log}} 2>&1"
 
 
 rule labels:

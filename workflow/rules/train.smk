@@ -10,7 +10,7 @@ rule train:
         sizes=cell_sizes,
         grid=lambda wildcards: json.dumps(single_cell_grid(wildcards.cell, GridSettings()), sort_keys=True),
         model=settings("model"),
-        train=settings("train"),
+        train=settings("train", exclude=("threads",)),
     log:
         f"{RESULTS}/logs/train/{{cell}}.log",
     benchmark:
@@ -24,5 +24,5 @@ rule train:
         "../../envs/ehrscale.yaml"
     shell:
         "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
-        "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} "
+        "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
         "> {log} 2>&1"
