@@ -187,10 +187,12 @@ def test_signal_subprocess_then_resume_is_exact(tokens, reference_run, tmp_path,
     _assert_same_run(reference_run, out)
 
 
-def test_changed_config_refuses_checkpoint(tokens, tmp_path):
+def test_checkpoint_of_another_config_is_set_aside(tokens, tmp_path, reference_run):
     out = tmp_path / "run"
-    assert main(_train_args(tokens, out, stop_after_steps=3)) == EXIT_PREEMPTED
-    assert main(_train_args(tokens, out, seed=5)) == 2  # EhrscaleError: different config hash
+    assert main(_train_args(tokens, out, stop_after_steps=3, seed=5)) == EXIT_PREEMPTED
+    assert main(_train_args(tokens, out)) == 0  # not resumed from seed 5's state: a fresh run
+    assert list(out.glob("checkpoint.*.pt")), "the other configuration's checkpoint was not kept aside"
+    _assert_same_run(reference_run, out)
 
 
 def test_bad_settings_key_is_named(tokens, tmp_path, capsys):
@@ -199,3 +201,12 @@ def test_bad_settings_key_is_named(tokens, tmp_path, capsys):
     assert main(_train_args(tokens, tmp_path, lr=0.1)) == 2
     assert "train.lr" in capsys.readouterr().err
     assert main(_train_args(tokens, tmp_path, window_mode="slide")) == 2
+
+
+def test_empty_tuning_split_fails_before_training(tmp_path, capsys):
+    tokens = write_synthetic_tokens(tmp_path / "tok", vocab_size=48,
+                                    n_subjects={"train": 60, "tuning": 0, "held_out": 5}, mean_length=40)
+    out = tmp_path / "run"
+    assert main(_train_args(tokens, out)) == 2
+    assert "tuning" in capsys.readouterr().err
+    assert not (out / "checkpoint.pt").exists() and not (out / "metrics.json").exists()

@@ -155,9 +155,10 @@ def _pick_device(name: str) -> torch.device:
     return dev
 
 
-def config_hash(cell: Cell, cfg: GPTConfig, s: TrainSettings, stats: dict) -> str:
+def config_hash(cell: Cell, cfg: GPTConfig, s: TrainSettings, stats: dict, device: str, dtype: str) -> str:
+    """What a run's numbers depend on, including the device kind and precision actually used."""
     payload = {
-        "cell": cell.as_dict(), "model": dataclasses.asdict(cfg),
+        "cell": cell.as_dict(), "model": dataclasses.asdict(cfg), "device": device, "dtype": dtype,
         "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED},
         "tokens": {"vocab_size": stats.get("vocab_size"), "splits": stats.get("splits")},
     }
@@ -218,7 +219,7 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     batch_size = batch_size_for(D, ctx, s)
     peak_lr = learning_rate_for(cfg.d_model, s)
     fpt = flops_per_token(cfg)
-    chash = config_hash(cell, cfg, s, stats)
+    chash = config_hash(cell, cfg, s, stats, device.type, dtype_name)
 
     torch.manual_seed(s.seed)
     random.seed(s.seed)
@@ -230,17 +231,22 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
         [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=peak_lr, betas=(s.beta1, s.beta2), fused=device.type == "cuda",
     )
+    val_batches = fixed_validation_batches(tokens_dir, ctx, s)
     train_split = TokenSplit(tokens_dir / "train")
     stream = WindowStream(train_split, ctx, seed=s.seed, mode=s.window_mode)
 
     st: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "row": 0, "elapsed": 0.0,
                           "loss_sum": 0.0, "loss_n": 0, "last_train_loss": float("nan"), "log": []}
     ckpt_path = out / "checkpoint.pt"
+    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else {}
+    if ckpt_path.exists() and ck.get("config_hash") != chash:
+        # A changed config (or another device kind) means a different run: keep the old state
+        # for inspection, and start this one afresh rather than fail on every retry.
+        stale = ckpt_path.with_name(f"checkpoint.{ck.get('config_hash')}.pt")
+        os.replace(ckpt_path, stale)
+        print(f"[{cell.id}] {ckpt_path.name} is from another configuration (hash {ck.get('config_hash')} != "
+              f"{chash}); moved to {stale.name}, starting afresh", file=sys.stderr, flush=True)
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("config_hash") != chash:
-            raise EhrscaleError(f"{ckpt_path} was written by a different configuration "
-                                f"(hash {ck.get('config_hash')} != {chash}); delete it to start over")
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         st = ck["state"]
@@ -332,7 +338,7 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
                           file=sys.stderr, flush=True)
                     return EXIT_PREEMPTED
 
-    val_loss = evaluate(model, tokens_dir, ctx, s, device, use_bf16)
+    val_loss = evaluate(model, val_batches, device, use_bf16)
     wall = st["elapsed"]
     tps = st["tokens"] / max(wall, 1e-9)
     peak = s.peak_flops or (peak_flops_for(torch.cuda.get_device_name(device)) if device.type == "cuda" else None)
@@ -360,22 +366,28 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     return 0
 
 
-@torch.no_grad()
-def evaluate(model: GPT, tokens_dir: Path, ctx: int, s: TrainSettings, device: torch.device, use_bf16: bool) -> float:
-    """Mean next-token loss over the fixed validation windows of the tuning split."""
+def fixed_validation_batches(tokens_dir: Path, ctx: int, s: TrainSettings) -> list:
+    """The same validation windows of the tuning split for every cell; checked before training starts."""
     split = TokenSplit(Path(tokens_dir) / "tuning")
+    batches = list(validation_batches(split, ctx, s.val_windows, s.val_batch_size, s.window_mode, s.val_seed))
+    if not sum(b.n_targets for b in batches):
+        raise EhrscaleError(f"{tokens_dir}/tuning has no validation targets: the tuning split is empty or too short")
+    return batches
+
+
+@torch.no_grad()
+def evaluate(model: GPT, batches: list, device: torch.device, use_bf16: bool) -> float:
+    """Mean next-token loss over the fixed validation windows."""
     was_training = model.training
     model.eval()
     total, count = 0.0, 0
-    for batch in validation_batches(split, ctx, s.val_windows, s.val_batch_size, s.window_mode, s.val_seed):
+    for batch in batches:
         b = batch.to(device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
             _, loss = model(b.inputs, b.targets, b.positions, b.segments)
         total += loss.double().item() * batch.n_targets
         count += batch.n_targets
     model.train(was_training)
-    if count == 0:
-        raise EhrscaleError(f"{tokens_dir}/tuning has no validation targets")
     return total / count
 
 
