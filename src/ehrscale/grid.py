@@ -61,6 +61,7 @@ class Cell:
     n_layer: int
     d_model: int
     n_head: int
+    ffn_hidden: int
 
     @property
     def tokens_per_param(self) -> float:
@@ -142,7 +143,7 @@ def plan_cells(
             cell = Cell(
                 id=cell_id(name, budget), size=name, budget=budget, n_params=counts["total"],
                 n_params_nonembedding=counts["non_embedding"], flops_per_token=fpt, tokens=tokens, epochs=epochs,
-                n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=cfg.n_head,
+                n_layer=cfg.n_layer, d_model=cfg.d_model, n_head=cfg.n_head, ffn_hidden=cfg.ffn_hidden,
             )
             tpp = cell.tokens_per_param
             if tokens < 1:

@@ -143,7 +143,7 @@ def fit_vocab(train_shards: list[Path], settings: TokenizeSettings) -> Vocab:
         rows = con.execute(
             f"SELECT code, count(*), {agg}(numeric_value::DOUBLE, {qs}) "
             "FILTER (WHERE numeric_value IS NOT NULL AND isfinite(numeric_value)) "
-            f"FROM {src} WHERE code IS NOT NULL GROUP BY code"
+            f"FROM {src} WHERE code IS NOT NULL GROUP BY code ORDER BY code"  # stable vocab.json bytes
         ).fetchall()
     except duckdb.Error as err:
         raise EhrscaleError(f"cannot read the MEDS train shards: {err}") from err

@@ -213,7 +213,8 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
         torch.backends.cudnn.allow_tf32 = True
 
     ctx = model_settings.context_length
-    cfg = GPTConfig.from_size({"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head},
+    cfg = GPTConfig.from_size({"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head,
+                               "ffn_hidden": cell.ffn_hidden},
                               int(stats["vocab_size"]), model_settings)
     D = int(cell.tokens)
     batch_size = batch_size_for(D, ctx, s)

@@ -61,6 +61,10 @@ def trained_metrics(wildcards):
     return [f"{RESULTS}/runs/{cell.id}/metrics.json" for cell in grid_cells()]
 
 
+def trained_logs(wildcards):
+    return [f"{RESULTS}/runs/{cell.id}/log.csv" for cell in grid_cells()]
+
+
 def cell_resources(wildcards, input):
     cell = next(c for c in plan_from_config(config, input.tokens)[0] if c.id == wildcards.cell)
     stats = json.loads(Path(input.tokens, "stats.json").read_text())

@@ -4,7 +4,8 @@ FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", 
 rule fit:
     """Scaling laws from every trained cell: IsoFLOPs parabolas, power laws, L(N, D), frontier."""
     input:
-        trained_metrics,
+        metrics=trained_metrics,
+        logs=trained_logs,  # the loss-curve figure reads them
     output:
         scaling=f"{RESULTS}/fits/scaling.json",
         points=f"{RESULTS}/fits/points.csv",
@@ -23,5 +24,5 @@ rule fit:
         "../../envs/ehrscale.yaml"
     shell:
         # One BLAS thread: the many small L-BFGS fits are far slower with contended threads.
-        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input} --out $(dirname {output.scaling}) "
+        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input.metrics} --out $(dirname {output.scaling}) "
         "--figures $(dirname {output.figures[0]}) --summary {output.summary} --settings {params.settings:q} > {log} 2>&1"

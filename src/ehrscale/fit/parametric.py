@@ -22,6 +22,7 @@ import math
 import numpy as np
 from scipy.optimize import minimize
 
+from ehrscale.errors import EhrscaleError
 from ehrscale.fit._util import percentile_interval, single_threaded_blas
 
 PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # stored order of bootstrap samples
@@ -79,6 +80,8 @@ def fit_once(n, d, loss, delta=1e-3, n_starts=16, extra_starts=()) -> tuple[np.n
     starts = list(extra_starts) + [_GRID[i] for i in order]
     with single_threaded_blas():
         res = _minimise(starts, log_n, log_d, log_l, delta)
+    if res is None:
+        raise EhrscaleError("the parametric fit L(N, D) found no finite optimum from any start")
     return np.asarray(res.x, float), float(res.fun * delta)
 
 
@@ -145,7 +148,10 @@ def _fit_parametric(n, d, loss, delta, bootstrap, seed, level, n_starts, boot_st
     samples = []
     for _ in range(int(bootstrap)):
         idx = rng.integers(0, len(n), len(n))
-        th, _ = fit_once(n[idx], d[idx], loss[idx], delta, boot_starts, extra_starts=[theta])
+        try:
+            th, _ = fit_once(n[idx], d[idx], loss[idx], delta, boot_starts, extra_starts=[theta])
+        except EhrscaleError:  # a degenerate resample: left out of the intervals
+            th = np.full(5, np.nan)
         samples.append(natural(th))
     samples = np.array(samples).reshape(-1, 5)
     ok = np.all(np.isfinite(samples), axis=1)
