@@ -142,3 +142,8 @@ def test_job_resources_scale_with_the_cell():
     assert r_big["mem_mb"] > r_small["mem_mb"] > 2048
     by_mfu = job_resources(big, 256, 2000, {"mfu": 0.5, "peak_flops": 1e12, "runtime_factor": 1, "min_runtime_minutes": 0})
     assert by_mfu["runtime"] == -(-3e12 / 0.5e12 // 60)
+
+
+def test_budgets_that_share_a_cell_id_are_rejected():
+    with pytest.raises(EhrscaleError, match="coincide"):
+        plan_cells(DEBUG_SIZES, GridSettings(budgets=[1e12, 1.00000001e12]), 2000, 256, None)

@@ -131,6 +131,9 @@ def plan_cells(
         raise EhrscaleError("grid.min_tokens_per_param exceeds grid.max_tokens_per_param")
     kept: list[Cell] = []
     dropped: list[tuple[Cell, str]] = []
+    ids = [format_budget(b) for b in grid.budgets]
+    if len(set(ids)) != len(ids):
+        raise EhrscaleError(f"grid.budgets has values that coincide at 7 significant digits: {sorted(grid.budgets)}")
     for budget in sorted(float(b) for b in grid.budgets):
         if not budget > 0:
             raise EhrscaleError(f"grid.budgets must be positive, got {budget}")
