@@ -78,8 +78,10 @@ def isoflops_figure(points: pd.DataFrame, result: dict):
         x = np.log(n) - rec["x_center"]
         c0, c1, c2 = rec["coef"]
         ax.plot(n, c0 + c1 * x + c2 * x * x, color=col, ls="-" if rec["reliable"] else ":", lw=1.3)
-        if rec.get("n_opt"):
-            ax.errorbar([_est(rec["n_opt"])], [rec["loss_at_opt"]], xerr=None, color=col, marker="*", ms=12,
+        n_opt = _est(rec["n_opt"]) if rec.get("n_opt") else None
+        # A vertex outside the sampled sizes is only flagged, not drawn: it would wreck the axes.
+        if n_opt and rec["n_min"] <= n_opt <= rec["n_max"]:
+            ax.errorbar([n_opt], [rec["loss_at_opt"]], xerr=None, color=col, marker="*", ms=12,
                         mfc=col if rec["reliable"] else "white", zorder=4)
     ax.set_xscale("log")
     ax.set(xlabel=f"parameters N ({result['param_count']})", ylabel=result["loss_metric"],
@@ -130,6 +132,9 @@ def optimal_scaling_figure(points: pd.DataFrame, result: dict):
                 hi = [np.nanquantile(r[f"{which}_opt"], (1 + level) / 2) for r in boot]
                 ax.fill_between(cgrid, lo, hi, color="C1", alpha=0.2)
         paper = result["paper"]["a" if which == "n" else "b"]
+        sampled = points["n" if which == "n" else "tokens"]
+        # Keep the axes on the sampled range: wild intervals of a poor fit would flatten everything.
+        ax.set_ylim(sampled.min() / 30, sampled.max() * 30)
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label,
                title=f"{label.split()[0]} against compute (paper: exponent {paper})")
         if ax.get_legend_handles_labels()[0]:
