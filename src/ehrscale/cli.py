@@ -58,6 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     except EhrscaleError as err:
         print(f"ehrscale {name}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `ehrscale plan ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
