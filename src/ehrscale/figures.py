@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
@@ -137,6 +138,7 @@ def optimal_scaling_figure(points: pd.DataFrame, result: dict):
         ax.set_ylim(sampled.min() / 30, sampled.max() * 30)
         ax.set(xscale="log", yscale="log", xlabel="compute C (FLOPs)", ylabel=label,
                title=f"{label.split()[0]} against compute (paper: exponent {paper})")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels overlap on short spans
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
     fig.suptitle(f"Compute-optimal allocation ({int(100 * level)} % bands; open markers: unreliable budgets)", fontsize=10)
