@@ -27,7 +27,7 @@ import pyarrow.parquet as pq
 
 from ehrscale import __version__
 from ehrscale.errors import EhrscaleError
-from ehrscale.io import atomic_dir, load_settings, write_json
+from ehrscale.io import add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, load_settings, write_json
 from ehrscale.mimic import ALWAYS_REQUIRED, CODE_DESCRIPTIONS, DEFAULT_TABLES, ITEM_DESCRIPTIONS, TABLES, Table
 from ehrscale.splits import SPLITS, assign_splits, check_fractions
 
@@ -333,15 +333,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("out_dir", type=Path, help="MEDS dataset directory to write")
     parser.add_argument("--settings", default=None, help="extract settings as JSON (or @file.json)")
     parser.add_argument("--name", default="mimic-iv", help="dataset name for metadata/dataset.json")
-    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (overrides settings)")
-    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (overrides settings)")
+    add_duckdb_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(ExtractSettings, args.settings, "extract")
-    if args.threads is not None:
-        settings.threads = args.threads
-    if args.memory_limit is not None:
-        settings.memory_limit = args.memory_limit
+    apply_duckdb_arguments(settings, args)
     extract(args.raw_dir, args.out_dir, settings, name=args.name)
     return 0

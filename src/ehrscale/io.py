@@ -108,3 +108,17 @@ def load_settings(cls: type[T], raw: str | dict | None, section: str) -> T:
             f"allowed: {', '.join(sorted(fields))}"
         )
     return cls(**data)
+
+
+def add_duckdb_arguments(parser) -> None:
+    """--threads and --memory-limit for a DuckDB stage; the workflow passes a job's threads and memory."""
+    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (overrides settings)")
+    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (overrides settings)")
+
+
+def apply_duckdb_arguments(settings, args) -> None:
+    """Copy --threads / --memory-limit onto a settings object with ``threads`` and ``memory_limit``."""
+    if args.threads is not None:
+        settings.threads = args.threads
+    if args.memory_limit is not None:
+        settings.memory_limit = args.memory_limit

@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.io import atomic_dir, load_settings, write_json
+from ehrscale.io import add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, load_settings, write_json
 from ehrscale.splits import SPLITS
 from ehrscale.vocab import (
     AGE_BIN_YEARS,
@@ -90,13 +90,13 @@ class TokenizeSettings:
 
     min_count: int = 5  # train occurrences a token needs; rarer ones map to <GROUP>//[UNK]
     n_bins: int = 10  # quantile bins of numeric values (Q1..Qn), edges from train only
-    duckdb_threads: int = 2  # threads for the vocabulary-fitting queries
-    duckdb_memory_limit: str = "2GB"  # DuckDB's memory cap while fitting the vocabulary
+    threads: int = 2  # threads for the vocabulary-fitting queries
+    memory_limit: str = "2GB"  # DuckDB's memory cap while fitting the vocabulary
     exact_quantiles: bool = True  # quantile_cont (exact; holds the train values of an item) or
     # approx_quantile (t-digest, bounded memory) for the decile edges
 
     def __post_init__(self) -> None:
-        for name in ("min_count", "n_bins", "duckdb_threads"):
+        for name in ("min_count", "n_bins", "threads"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise EhrscaleError(f"tokenize.{name} must be a positive integer, got {v!r}")
@@ -104,8 +104,8 @@ class TokenizeSettings:
             raise EhrscaleError(f"tokenize.n_bins must be in [2, 100], got {self.n_bins}")
         if not isinstance(self.exact_quantiles, bool):
             raise EhrscaleError(f"tokenize.exact_quantiles must be true or false, got {self.exact_quantiles!r}")
-        if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", str(self.duckdb_memory_limit)):
-            raise EhrscaleError(f"tokenize.duckdb_memory_limit must look like '2GB', got {self.duckdb_memory_limit!r}")
+        if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", str(self.memory_limit)):
+            raise EhrscaleError(f"tokenize.memory_limit must look like '2GB', got {self.memory_limit!r}")
 
 
 # --------------------------------------------------------------------------- MEDS input
@@ -134,8 +134,8 @@ def fit_vocab(train_shards: list[Path], settings: TokenizeSettings) -> Vocab:
         raise EhrscaleError("empty cohort: the MEDS train split has no parquet shards (data/train/*.parquet)")
     con = duckdb.connect()
     try:
-        con.execute(f"SET threads = {int(settings.duckdb_threads)}")
-        con.execute(f"SET memory_limit = '{settings.duckdb_memory_limit}'")
+        con.execute(f"SET threads = {int(settings.threads)}")
+        con.execute(f"SET memory_limit = '{settings.memory_limit}'")
         con.execute("SET enable_progress_bar = false")
         src = f"read_parquet({_sql_list(train_shards)})"
         qs = [i / settings.n_bins for i in range(1, settings.n_bins)]
@@ -623,16 +623,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("meds_dir", help="MEDS dataset root (with data/{train,tuning,held_out}/*.parquet)")
     parser.add_argument("tokens_dir", help="output directory (written atomically)")
     parser.add_argument("--settings", default=None, help="JSON object (or @file.json) of tokenize settings")
-    parser.add_argument("--threads", type=int, default=None, help="DuckDB threads (overrides settings)")
-    parser.add_argument("--memory-limit", default=None, help="DuckDB memory limit, e.g. 4GB (overrides settings)")
+    add_duckdb_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(TokenizeSettings, args.settings, "tokenize")
-    if args.threads is not None:
-        settings.duckdb_threads = args.threads
-    if args.memory_limit is not None:
-        settings.duckdb_memory_limit = args.memory_limit
+    apply_duckdb_arguments(settings, args)
     t0 = _time.perf_counter()
     stats = tokenize(args.meds_dir, args.tokens_dir, settings)
     n = sum(s["n_tokens"] for s in stats["splits"].values())

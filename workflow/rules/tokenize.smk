@@ -9,7 +9,7 @@ checkpoint tokenize:
     output:
         directory(f"{RESULTS}/tokens"),
     params:
-        settings=settings("tokenize", exclude=("duckdb_threads", "duckdb_memory_limit")),
+        settings=settings("tokenize", exclude=("threads", "memory_limit")),
     log:
         f"{RESULTS}/logs/tokenize.log",
     benchmark:
