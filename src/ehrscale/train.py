@@ -55,9 +55,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ehrscale.config import load_config
 from ehrscale.data import TokenSplit, WindowStream, read_stats, target_tokens_from_stats, validation_batches
 from ehrscale.errors import EhrscaleError
-from ehrscale.grid import Cell, GridSettings, find_cell, load_config, resolve_sizes
+from ehrscale.grid import Cell, GridSettings, find_cell, resolve_sizes
 from ehrscale.io import atomic_path, load_settings, write_json
 from ehrscale.model import GPT, GPTConfig, ModelSettings, flops_per_token, mfu, peak_flops_for
 

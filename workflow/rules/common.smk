@@ -1,3 +1,4 @@
+import functools
 import json
 import sys
 from pathlib import Path
@@ -6,6 +7,7 @@ from snakemake.settings.types import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from ehrscale.config import validate_config
+from ehrscale.data import read_stats
 from ehrscale.grid import GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid
 
 # Fails before any job runs, naming each bad key.
@@ -51,10 +53,20 @@ def final_targets():
 # ---- the IsoFLOPs grid (train.smk, fit.smk)
 
 
+@functools.lru_cache
+def _plan(tokens_dir, stats_mtime):
+    """Kept cells by id and the vocab size, planned once per tokens version (not per job)."""
+    kept = plan_from_config(config, tokens_dir)[0]
+    return {cell.id: cell for cell in kept}, int(read_stats(tokens_dir)["vocab_size"])
+
+
+def planned(tokens_dir):
+    return _plan(str(tokens_dir), Path(tokens_dir, "stats.json").stat().st_mtime_ns)
+
+
 def grid_cells():
     """The kept cells of the IsoFLOPs grid; known once the tokenize checkpoint has run."""
-    tokens = checkpoints.tokenize.get().output[0]
-    return plan_from_config(config, tokens)[0]
+    return list(planned(checkpoints.tokenize.get().output[0])[0].values())
 
 
 def trained_metrics(wildcards):
@@ -66,9 +78,8 @@ def trained_logs(wildcards):
 
 
 def cell_resources(wildcards, input):
-    cell = next(c for c in plan_from_config(config, input.tokens)[0] if c.id == wildcards.cell)
-    stats = json.loads(Path(input.tokens, "stats.json").read_text())
-    return job_resources(cell, config["model"]["context_length"], int(stats["vocab_size"]), config["cluster"])
+    cells, vocab_size = planned(input.tokens)
+    return job_resources(cells[wildcards.cell], config["model"]["context_length"], vocab_size, config["cluster"])
 
 
 def cell_sizes(wildcards):
