@@ -296,18 +296,17 @@ def _acuity(T: np.ndarray, A0: float, los: float, died: bool, resid: float) -> n
 
 def _labs(pt, P, prob, g, hadm, adm_s, los, ed_rel, icu_in, icu_out, A0, resid, died, active, out) -> int:
     rng, r = pt.rng, pt.r
-    panels = set(P["panels"])
-    if active[_HF]:
-        panels.add("bnp")
-    if active[_LIVER]:
-        panels.add("lft")
-    if active[_AFIB]:
-        panels.add("coag")
+    # A list, never a set: the daily draws below consume random numbers panel by panel, and a
+    # set of strings iterates in an order that changes with each process's hash seed.
+    panels = list(dict.fromkeys(P["panels"]))
+    for flag, extra in ((active[_HF], "bnp"), (active[_LIVER], "lft"), (active[_AFIB], "coag")):
+        if flag and extra not in panels:
+            panels.append(extra)
     first_mask = _CORE_MASK.copy()
-    for p in panels | ({"lactate"} if A0 > 1.0 else set()) | ({"gas"} if A0 > 1.8 else set()):
+    for p in panels + (["lactate"] if A0 > 1.0 else []) + (["gas"] if A0 > 1.8 else []):
         first_mask |= _PANEL_MASK[p]
-    if icu_in is not None:
-        panels.add("lactate")
+    if icu_in is not None and "lactate" not in panels:
+        panels.append("lactate")
     t_first = ed_rel + r.uniform(0.2, 0.8) * (-ed_rel) if ed_rel is not None else min(r.uniform(0.5, 3) / 24, 0.5 * los)
     times, prio, masks = [t_first], [1], [first_mask]
     if ed_rel is not None and A0 > 0.85:  # the sick get a repeat STAT draw before leaving the ED
