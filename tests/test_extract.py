@@ -69,10 +69,19 @@ def test_diagnoses_sit_at_discharge_and_procedures_inside_admission(events):
     times = admissions.set_index("hadm_id")[["admittime", "dischtime"]].apply(pd.to_datetime)
     dx = events[events.code.str.startswith(("ICD9CM//", "ICD10CM//"))]
     assert (dx.time.to_numpy() == times.loc[dx.hadm_id.astype("int64"), "dischtime"].to_numpy()).all()
-    px = events[events.code.str.startswith(("ICD9PCS//", "ICD10PCS//"))]
-    adm = times.loc[px.hadm_id.astype("int64")]
-    assert (px.time.to_numpy() >= adm.admittime.to_numpy()).all()
-    assert (px.time.to_numpy() <= adm.dischtime.to_numpy()).all()
+    # Procedures: the end of their day, or the discharge on the discharge day, or the admittime
+    # if dated before it; never before their date, never clipped back to an earlier discharge.
+    px = raw("procedures_icd")
+    adm = times.loc[px.hadm_id.astype("int64")].reset_index(drop=True)
+    day = pd.to_datetime(px.chartdate).reset_index(drop=True)
+    on_discharge_day = day == adm.dischtime.dt.normalize()
+    expected = day + pd.Timedelta("23:59:59")
+    expected[on_discharge_day] = adm.dischtime[on_discharge_day]
+    expected = expected.combine(adm.admittime, max)
+    got = events.loc[events.code.str.startswith(("ICD9PCS//", "ICD10PCS//")), "time"]
+    assert sorted(got) == sorted(expected)
+    assert (expected >= day).all()
+    assert (day > adm.dischtime.dt.normalize()).any(), "the demo has procedures dated after their discharge"
 
 
 def test_lab_values_sit_at_their_result_time(events):

@@ -174,6 +174,8 @@ def build_events(con: duckdb.DuckDBPyConnection, loaded: list[str], summary: dic
         con.execute(f"INSERT INTO events SELECT *, {_sql_str(name)} FROM ({sql})")
         n = con.execute(f"SELECT count(*) FROM events WHERE source = {_sql_str(name)}").fetchone()[0]
         summary[name]["events"] = int(n)
+        for count_name, count_sql in TABLES[name].counts:
+            summary[name][count_name] = int(con.execute(count_sql).fetchone()[0])
         log.info("%-15s %10d rows -> %10d events (%.1fs)", name, summary[name]["rows"], n, _time.perf_counter() - t0)
 
 

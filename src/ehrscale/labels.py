@@ -245,7 +245,9 @@ def compute_labels(spec: TaskSpec, events: pd.DataFrame, adm: pd.DataFrame | Non
     if inc.get("discharged_alive"):
         keep &= ~a["died_in_admission"]
     if "no_event_before_prediction" in inc:
-        first = a["hadm_id"].map(_first_event_time(events, inc["no_event_before_prediction"]))
+        # reindex, not map: map() fails on an empty series of times (a dataset without that code).
+        first_by_hadm = _first_event_time(events, inc["no_event_before_prediction"])
+        first = pd.Series(first_by_hadm.reindex(a["hadm_id"].to_numpy()).to_numpy(), index=a.index)
         keep &= first.isna() | (first > pt)
     a = a[keep].copy()
 

@@ -13,8 +13,12 @@ Time placement, chosen so that no event is visible before it was knowable:
   when it is missing): a value drawn before a prediction time but resulted after it is not
   yet known then.
 - Date-only events (``procedures_icd.chartdate``, ``omr.chartdate``, ``patients.dod``) are
-  placed at the **end** of their day (23:59:59); procedures are then clipped into the
-  admission's [admittime, dischtime].
+  placed at the **end** of their day (23:59:59), never earlier than their date. A procedure
+  dated on its admission's discharge day sits at the discharge; one dated before its
+  admission moves later, to the admittime; one dated after its discharge stays on its own
+  day (counted as ``dated_after_discharge`` in ``extract_summary.json``).
+
+docs/timing.md states every rule in words.
 - ``MEDS_BIRTH`` is 1 January of ``anchor_year - anchor_age``; gender is static (null time).
 
 ``priority`` orders events that share a timestamp (admission first, death last) and
@@ -40,6 +44,7 @@ class Table:
     columns: dict[str, str]  # column -> SQL type it must parse as
     key_columns: tuple[str, ...] = ("subject_id",)  # must be non-null for a row to count
     events_sql: str | None = None  # None for dictionary tables
+    counts: tuple[tuple[str, str], ...] = ()  # (name, SQL giving one count) reported in extract_summary.json
 
 
 def _ev(time: str, code: str, prio: int, *, table: str, numeric: str = "NULL", text: str = "NULL",
@@ -137,10 +142,19 @@ _register(Table(
     {"subject_id": "BIGINT", "hadm_id": "BIGINT", "seq_num": "INTEGER", "chartdate": "DATE",
      "icd_code": "VARCHAR", "icd_version": "INTEGER"},
     key_columns=("subject_id", "hadm_id", "chartdate", "icd_code", "icd_version"),
+    # End of its day; on the admission's discharge day, at the discharge; never before the admission.
+    # Never clipped back to an earlier discharge: a row billed to one admission but dated later
+    # (MIMIC has them) stays on its own day, so it cannot reach predictions made before that day.
     events_sql=_ev(
-        f"least(greatest(CAST(p.chartdate AS TIMESTAMP) + {END_OF_DAY}, a.admittime), a.dischtime)",
+        "greatest(CASE WHEN p.chartdate = CAST(a.dischtime AS DATE) THEN a.dischtime "
+        f"ELSE CAST(p.chartdate AS TIMESTAMP) + {END_OF_DAY} END, a.admittime)",
         "CASE p.icd_version WHEN 9 THEN 'ICD9PCS//' ELSE 'ICD10PCS//' END || trim(p.icd_code)",
         PRIO_PROC, table=f"t_procedures_icd p JOIN {_ADM} a USING (subject_id, hadm_id)", seq="p.seq_num",
+    ),
+    counts=tuple(
+        (name, f"SELECT count(*) FROM t_procedures_icd p JOIN {_ADM} a USING (subject_id, hadm_id) WHERE {cond}")
+        for name, cond in (("dated_after_discharge", "p.chartdate > CAST(a.dischtime AS DATE)"),
+                           ("dated_before_admission", "p.chartdate < CAST(a.admittime AS DATE)"))
     ),
 ))
 
