@@ -17,6 +17,7 @@ import logging
 import os
 import tempfile
 import time as _time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +28,8 @@ import pyarrow.parquet as pq
 
 from ehrscale import __version__
 from ehrscale.errors import EhrscaleError
-from ehrscale.io import add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, load_settings, write_json
+from ehrscale.io import (add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, check_writable, load_settings,
+                         write_json)
 from ehrscale.mimic import ALWAYS_REQUIRED, CODE_DESCRIPTIONS, DEFAULT_TABLES, ITEM_DESCRIPTIONS, TABLES, Table
 from ehrscale.splits import SPLITS, assign_splits, check_fractions
 
@@ -50,6 +52,9 @@ class ExtractSettings:
     split_fractions: dict[str, float] = field(default_factory=lambda: {"train": 0.8, "tuning": 0.1, "held_out": 0.1})
     split_salt: str = "ehrscale"
     max_unparsable_fraction: float = 0.0  # per table; above it extraction fails
+    # Per table (patients, admissions): rows that duplicate or contradict others, and dods before
+    # an admission. Above it extraction fails; within it the documented rule drops them, counted.
+    max_inconsistent_fraction: float = 0.0
     subjects_per_shard: int = 10_000
     memory_limit: str = "4GB"
     threads: int = 0  # 0: all cores
@@ -68,8 +73,9 @@ class ExtractSettings:
 
     def validate(self) -> None:
         check_fractions(self.split_fractions)
-        if not 0.0 <= self.max_unparsable_fraction < 1.0:
-            raise EhrscaleError("extract.max_unparsable_fraction must be in [0, 1)")
+        for name in ("max_unparsable_fraction", "max_inconsistent_fraction"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise EhrscaleError(f"extract.{name} must be in [0, 1)")
         if self.subjects_per_shard < 1:
             raise EhrscaleError("extract.subjects_per_shard must be >= 1")
         self.table_statuses()
@@ -119,6 +125,34 @@ def locate_tables(raw_dir: Path, statuses: dict[str, str]) -> dict[str, Path]:
     return found
 
 
+def diagnose_csv(path: Path) -> str | None:
+    """Why DuckDB could not read ``path``: the first line that is not CSV text, or a broken gzip.
+
+    Runs only after DuckDB failed, so good files never pay for this scan.
+    """
+    first_crlf = first_lf = None
+    n = 0
+    try:
+        with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as fh:
+            for n, line in enumerate(fh, 1):
+                if b"\0" in line:
+                    return f"line {n}: binary data (NUL bytes)"
+                try:
+                    line.decode("utf-8")
+                except UnicodeDecodeError:
+                    return f"line {n}: binary data (not UTF-8 text)"
+                if line.endswith(b"\r\n"):
+                    first_crlf = first_crlf or n
+                elif line.endswith(b"\n"):
+                    first_lf = first_lf or n
+                if first_crlf and first_lf:
+                    return (f"mixed line endings: line {first_lf} ends in LF, line {first_crlf} in CRLF "
+                            "(convert the file to one kind)")
+    except (OSError, EOFError, zlib.error) as err:
+        return f"the gzip stream is truncated or corrupt after line {n} ({err})"
+    return None
+
+
 def _sql_str(value: str | Path) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
@@ -137,10 +171,14 @@ def load_table(con: duckdb.DuckDBPyConnection, table: Table, path: Path, toleran
             failed = f"({raw} IS NULL OR TRY_CAST({raw} AS {sql_type}) IS NULL)"
         bad_terms.append(f"(CASE WHEN {failed} THEN {1 << i} ELSE 0 END)")
     select_cols = ", ".join(f'"{c}"' for c in cols)
-    con.execute(
-        f"CREATE OR REPLACE TEMP TABLE t_{table.name} AS SELECT {', '.join(casts)}, "
-        f"({' + '.join(bad_terms)}) AS _bad FROM (SELECT {select_cols} FROM {reader})"
-    )
+    try:
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE t_{table.name} AS SELECT {', '.join(casts)}, "
+            f"({' + '.join(bad_terms)}) AS _bad FROM (SELECT {select_cols} FROM {reader})"
+        )
+    except duckdb.Error as err:
+        reason = diagnose_csv(path) or str(err).strip().splitlines()[0]
+        raise EhrscaleError(f"{path}: not a readable CSV file: {reason}") from err
     sums = ", ".join(f"sum((_bad >> {i}) & 1)" for i in range(len(cols)))
     row = con.execute(f"SELECT count(*), count(*) FILTER (WHERE _bad <> 0), {sums} FROM t_{table.name}").fetchone()
     n_rows, n_bad_values, per_col = row[0], row[1], row[2:]
@@ -159,6 +197,73 @@ def load_table(con: duckdb.DuckDBPyConnection, table: Table, path: Path, toleran
         log.warning("%s; dropped (within tolerance %s)", message, tolerance)
         con.execute(f"DELETE FROM t_{table.name} WHERE _bad <> 0")
     return {"source_rows": int(n_total), "unparsable_rows": int(n_bad), "rows": int(n_total - n_bad)}
+
+
+def _inconsistent_rows(con: duckdb.DuckDBPyConnection, name: str, key: str) -> tuple[int, list[str], int, int]:
+    """Drop exact duplicate rows of ``t_<name>`` and every row of a ``key`` whose rows disagree.
+
+    Returns (rows dropped, problems in words, duplicate rows, conflicting keys).
+    """
+    cols = [c for c in TABLES[name].columns]
+    quoted = ", ".join(f'"{c}"' for c in cols)
+    n_before = con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0]
+    con.execute(f"CREATE OR REPLACE TEMP TABLE t_{name} AS SELECT DISTINCT {quoted}, 0 AS _bad FROM t_{name}")
+    n_dup = n_before - con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0]
+    problems = []
+    if n_dup:
+        problems.append(f"{n_dup} exact duplicate row(s)")
+    differs = ", ".join(f"count(DISTINCT \"{c}\") + max(CASE WHEN \"{c}\" IS NULL THEN 1 ELSE 0 END) "
+                        f"- min(CASE WHEN \"{c}\" IS NULL THEN 1 ELSE 0 END) > 1 AS \"{c}\""
+                        for c in cols if c != key)
+    conflicts = con.execute(f"SELECT {key}, count(*), {differs} FROM t_{name} GROUP BY {key} HAVING count(*) > 1 "
+                            f"ORDER BY {key}").fetchall()
+    n_conflict = sum(r[1] for r in conflicts)
+    if conflicts:
+        first = conflicts[0]
+        columns = [c for c, d in zip([c for c in cols if c != key], first[2:]) if d]
+        problems.append(f"{len(conflicts)} {key}(s) with conflicting rows ({n_conflict} rows; first: {key} "
+                        f"{first[0]} has {first[1]} rows that differ in {', '.join(columns)})")
+        con.execute(f"DELETE FROM t_{name} WHERE {key} IN (SELECT {key} FROM t_{name} GROUP BY {key} "
+                    "HAVING count(*) > 1)")
+    return n_dup + n_conflict, problems, n_dup, len(conflicts)
+
+
+def check_consistency(con: duckdb.DuckDBPyConnection, paths: dict[str, Path], tolerance: float,
+                      summary: dict) -> None:
+    """Duplicate and contradictory rows of patients and admissions: count, drop, or fail.
+
+    Rules (docs/timing.md and the README): an exact duplicate row is dropped; a subject
+    (patients) or admission (admissions) with rows that disagree is dropped whole, as
+    nothing says which row is right; a ``dod`` before the date of the subject's last
+    admittime is dropped (the subject keeps its in-hospital death, if any). Each is
+    counted in ``extract_summary.json``; above ``tolerance`` of a table's rows, the run fails.
+    """
+    for name, key in (("admissions", "hadm_id"), ("patients", "subject_id")):
+        n_rows = summary[name]["rows"]
+        dropped, problems, n_dup, n_conflict = _inconsistent_rows(con, name, key)
+        summary[name]["duplicate_rows"] = int(n_dup)
+        summary[name][f"conflicting_{key}s"] = int(n_conflict)
+        if name == "patients":
+            late = con.execute(
+                "SELECT p.subject_id, p.dod, a.last_admit FROM t_patients p JOIN (SELECT subject_id, "
+                "max(admittime) AS last_admit FROM t_admissions GROUP BY subject_id) a USING (subject_id) "
+                "WHERE p.dod < CAST(a.last_admit AS DATE) ORDER BY p.subject_id").fetchall()
+            summary[name]["dod_before_admission"] = len(late)
+            if late:
+                sid, dod, admit = late[0]
+                problems.append(f"{len(late)} subject(s) with a dod before their last admission (first: "
+                                f"subject_id {sid}, dod {dod}, admittime {admit})")
+                con.execute("UPDATE t_patients SET dod = NULL WHERE subject_id IN (SELECT p.subject_id FROM "
+                            "t_patients p JOIN t_admissions a USING (subject_id) WHERE p.dod < CAST(a.admittime AS DATE))")
+                dropped += len(late)
+        if not problems:
+            continue
+        message = f"{paths[name]}: {'; '.join(problems)}"
+        if dropped > tolerance * n_rows:
+            raise EhrscaleError(f"{message}; above extract.max_inconsistent_fraction={tolerance} (raise it to drop "
+                                "them by the documented rules)")
+        log.warning("%s; dropped (within extract.max_inconsistent_fraction=%s)", message, tolerance)
+        summary[name]["rows"] = int(con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0])
 
 
 def build_events(con: duckdb.DuckDBPyConnection, loaded: list[str], summary: dict) -> None:
@@ -293,6 +398,7 @@ def extract(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, settings: Ex
     settings = settings or ExtractSettings()
     settings.validate()
     raw_dir, out_dir = Path(raw_dir), Path(out_dir)
+    check_writable(out_dir)  # before any work, not after it
     paths = locate_tables(raw_dir, settings.table_statuses())
     t_start = _time.perf_counter()
     with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="ehrscale-duckdb-") as scratch:
@@ -310,6 +416,7 @@ def extract(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, settings: Ex
             summary[table_name] = {"file": paths[table_name].name,
                                    **load_table(con, TABLES[table_name], paths[table_name],
                                                 settings.max_unparsable_fraction)}
+        check_consistency(con, paths, settings.max_inconsistent_fraction, summary)
         subjects_per_split = assign_subjects(con, settings)
         build_events(con, order, summary)
         orphans = con.execute("SELECT count(*) FROM events WHERE subject_id NOT IN (SELECT subject_id FROM subjects)"

@@ -21,11 +21,28 @@ from ehrscale.errors import EhrscaleError
 T = TypeVar("T")
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Fail now, with a clear message, if ``path`` (file or directory) could not be written later."""
+    path = Path(path)
+    if path.exists() and path.is_dir() and not os.access(path, os.W_OK | os.X_OK):
+        raise EhrscaleError(f"cannot write output {path}: it exists and is not writable")
+    for parent in (path.parent, *path.parent.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise EhrscaleError(f"cannot write output {path}: {parent} is a file, not a directory")
+            break
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".probe", dir=path.parent))
+    except OSError as err:
+        raise EhrscaleError(f"cannot write output {path}: {err.strerror or err} ({err.filename or path.parent})") from err
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary file path; on success rename it onto ``path``, else delete it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_writable(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
@@ -41,7 +58,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary directory; on success it replaces ``path`` whole."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and not path.is_dir():
+        raise EhrscaleError(f"cannot write output directory {path}: a file is in the way")
+    check_writable(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     os.chmod(tmp, 0o777 & ~_umask())
     try:
