@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import meds
@@ -249,3 +254,139 @@ def test_failure_leaves_previous_output_intact(raw_copy, tmp_path):
 def test_bad_settings_name_the_key(settings, match, tmp_path):
     with pytest.raises(EhrscaleError, match=match):
         extract(DEMO, tmp_path / "out", load_settings(ExtractSettings, settings, "extract"))
+
+
+# ------------------------------------------------- corrupt and contradictory input (issue 13)
+
+def _corrupt(raw_dir: Path, table: str, transform) -> None:
+    """Replace ``hosp/<table>.csv.gz`` with ``transform(decompressed bytes)``, gzipped (or raw bytes if it says so)."""
+    path = raw_dir / "hosp" / f"{table}.csv.gz"
+    data = transform(gzip.decompress(path.read_bytes()))
+    path.write_bytes(data if data[:2] == b"\x1f\x8b" else gzip.compress(data, mtime=0))
+
+
+def _truncate_gzip(_: bytes) -> bytes:
+    whole = (DEMO / "hosp" / "admissions.csv.gz").read_bytes()
+    return whole[: len(whole) // 2]
+
+
+def _mixed_line_endings(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    return b"\n".join(line + b"\r" if i % 3 == 1 and line else line for i, line in enumerate(lines))
+
+
+def _duplicate_first_row(data: bytes) -> bytes:
+    header, first, rest = data.split(b"\n", 2)
+    return b"\n".join([header, first, first, rest])
+
+
+def _conflicting_patient(data: bytes) -> bytes:
+    header, first, rest = data.split(b"\n", 2)
+    cols = first.split(b",")
+    cols[1] = b"M" if cols[1] == b"F" else b"F"
+    return b"\n".join([header, first, b",".join(cols), rest])
+
+
+DEATH_SUBJECT = 10014729  # admitted in 2125, alive in the data
+
+
+def _early_dod(data: bytes) -> bytes:
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.startswith(str(DEATH_SUBJECT).encode() + b","):
+            lines[i] = line.rsplit(b",", 1)[0] + b",2100-01-01"
+    return b"\n".join(lines)
+
+
+# (name, table, transform, message the user reads)
+BAD_INPUTS = [
+    ("truncated gzip", "admissions", _truncate_gzip,
+     r"admissions\.csv\.gz: not a readable CSV file: the gzip stream is truncated or corrupt after line \d+"),
+    ("binary garbage appended", "admissions", lambda d: d + bytes(range(256)) * 8,
+     r"admissions\.csv\.gz: not a readable CSV file: line 277: binary data"),
+    ("CRLF rows mixed into an LF file", "admissions", _mixed_line_endings,
+     r"admissions\.csv\.gz: not a readable CSV file: mixed line endings: line 1 ends in LF, line 2 in CRLF"),
+    ("exact duplicate patients row", "patients", _duplicate_first_row,
+     r"patients\.csv\.gz: 1 exact duplicate row\(s\); above extract\.max_inconsistent_fraction=0\.0"),
+    ("exact duplicate admissions row", "admissions", _duplicate_first_row,
+     r"admissions\.csv\.gz: 1 exact duplicate row\(s\); above extract\.max_inconsistent_fraction=0\.0"),
+    ("two conflicting rows for one patient", "patients", _conflicting_patient,
+     r"patients\.csv\.gz: 1 subject_id\(s\) with conflicting rows \(2 rows; first: subject_id 10014729 has 2 rows "
+     r"that differ in gender\)"),
+    ("dod before the patient's admissions", "patients", _early_dod,
+     r"patients\.csv\.gz: 1 subject\(s\) with a dod before their last admission \(first: subject_id 10014729, "
+     r"dod 2100-01-01"),
+]
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ehrscale", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name, table, transform, message", BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_gives_a_clear_error_and_no_output(raw_copy, tmp_path, name, table, transform, message):
+    _corrupt(raw_copy, table, transform)
+    out = tmp_path / "out"
+    done = _run_cli("extract", str(raw_copy), str(out), "--threads", "1")
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr
+    assert re.search(message, done.stderr), done.stderr[-2000:]
+    assert_no_output(out)
+
+
+@pytest.mark.parametrize("where", ["parent is a file", "read-only"])
+def test_unwritable_output_fails_before_any_work(tmp_path, where):
+    if where == "parent is a file":
+        (tmp_path / "file").write_text("")
+        out, message = tmp_path / "file" / "meds", r"cannot write output .*file/meds: .*file is a file, not a directory"
+    elif os.geteuid() != 0:
+        (tmp_path / "ro").mkdir(mode=0o555)
+        out, message = tmp_path / "ro" / "meds", r"cannot write output .*ro/meds: Permission denied"
+    else:  # root writes through permission bits; /proc refuses new files to everyone
+        out, message = Path("/proc/self/ehrscale-meds"), r"cannot write output /proc/self/ehrscale-meds: "
+    done = _run_cli("extract", str(DEMO), str(out), "--threads", "1")
+    assert done.returncode != 0 and "Traceback" not in done.stderr
+    assert re.search(message, done.stderr), done.stderr
+    assert "ehrscale.extract: labevents" not in done.stderr, "a table was loaded before the output was checked"
+    assert not out.exists()
+
+
+def _meds_events(out: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(f) for f in sorted((out / "data").glob("*/*.parquet"))], ignore_index=True)
+
+
+TOLERANT = ExtractSettings(max_inconsistent_fraction=0.05)
+
+
+def test_duplicate_rows_are_dropped_and_counted_within_tolerance(raw_copy, tmp_path, events):
+    _corrupt(raw_copy, "patients", _duplicate_first_row)
+    _corrupt(raw_copy, "admissions", _duplicate_first_row)
+    result = extract(raw_copy, tmp_path / "out", TOLERANT)
+    assert result["tables"]["patients"]["duplicate_rows"] == 1
+    assert result["tables"]["admissions"]["duplicate_rows"] == 1
+    summary = json.loads((tmp_path / "out/metadata/extract_summary.json").read_text())
+    assert summary["tables"]["patients"]["duplicate_rows"] == summary["tables"]["admissions"]["duplicate_rows"] == 1
+    got = _meds_events(tmp_path / "out")
+    assert len(got) == len(events)  # nothing doubled
+    assert got.code.value_counts().equals(events.code.value_counts())
+
+
+def test_conflicting_patient_is_dropped_whole_within_tolerance(raw_copy, tmp_path, events):
+    _corrupt(raw_copy, "patients", _conflicting_patient)
+    result = extract(raw_copy, tmp_path / "out", TOLERANT)
+    assert result["tables"]["patients"]["conflicting_subject_ids"] == 1
+    got = _meds_events(tmp_path / "out")
+    assert 10014729 not in set(got.subject_id)  # no second GENDER, no second MEDS_BIRTH: no subject at all
+    assert got.groupby("subject_id").code.apply(lambda c: (c == "MEDS_BIRTH").sum()).eq(1).all()
+    assert len(got) == (events.subject_id != 10014729).sum()
+
+
+def test_dod_before_admission_is_dropped_within_tolerance(raw_copy, tmp_path, events):
+    _corrupt(raw_copy, "patients", _early_dod)
+    result = extract(raw_copy, tmp_path / "out", TOLERANT)
+    assert result["tables"]["patients"]["dod_before_admission"] == 1
+    got = _meds_events(tmp_path / "out")
+    mine = got[got.subject_id == DEATH_SUBJECT]
+    assert (mine.code == "MEDS_DEATH").sum() == 0  # the bad dod is gone, not placed before the admissions
+    before = events[events.subject_id == DEATH_SUBJECT]
+    assert (before.code == "MEDS_DEATH").sum() == 0 and len(mine) == len(before)
