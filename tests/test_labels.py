@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import meds
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -62,15 +63,26 @@ def test_default_task_files_exist_and_parse():
 
 
 def _labels(demo, task) -> pd.DataFrame:
-    return pq.read_table(demo / "labels" / f"{task}.parquet").to_pandas()
+    """The MEDS label file with its examples file's hadm_id and split (same rows, same order)."""
+    labels = pq.read_table(demo / "labels" / f"{task}.parquet").to_pandas()
+    examples = pq.read_table(demo / "labels" / "examples" / f"{task}.parquet").to_pandas()
+    assert (labels["subject_id"] == examples["subject_id"]).all()
+    assert (labels["prediction_time"] == examples["prediction_time"]).all()
+    return labels.assign(split=examples["split"], hadm_id=examples["hadm_id"])
 
 
 def test_label_schema(demo):
     for t in DEFAULT_TASKS:
         table = pq.read_table(demo / "labels" / f"{t}.parquet")
+        meds.LabelSchema.validate(table)  # the package's own check
+        assert set(table.schema.names) - set(meds.LabelSchema.schema().names) == set(), t  # nothing else
         assert table.schema.equals(LABEL_SCHEMA, check_metadata=False), t
-        df = table.to_pandas()
+        examples = pq.read_table(demo / "labels" / "examples" / f"{t}.parquet")
+        assert examples.schema.names == ["subject_id", "prediction_time", "hadm_id", "split"]
+        df = _labels(demo, t)
         assert df["hadm_id"].is_unique and len(df) > 0
+        splits = pd.read_parquet(demo / "meds" / "metadata" / "subject_splits.parquet").set_index("subject_id")
+        assert (df["split"].to_numpy() == splits.loc[df["subject_id"], "split"].to_numpy()).all()
 
 
 def test_mortality_and_los_match_csv(demo, csv):
@@ -124,7 +136,7 @@ def _check_probes(root: Path, context_length: int) -> int:
     vocab = Vocab.load(root / "tok")
     n = 0
     for t in DEFAULT_TASKS:
-        df = pq.read_table(root / "labels" / f"{t}.parquet").to_pandas()
+        df = _labels(root, t)
         for split, part in df.groupby("split"):
             st = SplitTokens.load(root / "tok" / split)
             idx = st.index_of(part["subject_id"].to_numpy())
@@ -200,7 +212,7 @@ def test_user_defined_task_without_code(tmp_path, synth):
     }))
     out = tmp_path / "out" / "furosemide.parquet"
     assert cli_main(["labels", str(synth / "meds"), "--task", str(spec_file), "--out", str(out)]) == 0
-    df = pq.read_table(out).to_pandas()
+    df = pq.read_table(out).to_pandas().assign(hadm_id=pq.read_table(out.parent / "examples" / out.name)["hadm_id"])
     assert len(df) > 0 and df["boolean_value"].any() and not df["boolean_value"].all()
     events = read_events(synth / "meds", {"MEDICATION//Furosemide"})
     furo = events[events["code"] == "MEDICATION//Furosemide"]

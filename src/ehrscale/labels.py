@@ -35,10 +35,18 @@ Label rules:
 An admission is the set of events sharing a hadm_id; admittime is its earliest ``ADMISSION//``
 event, dischtime its latest ``DISCHARGE//`` event; admissions lacking either are skipped.
 
-Output: the MEDS label schema (``subject_id`` int64, ``prediction_time`` timestamp[us],
-``boolean_value`` bool) plus the extra columns ``split`` (string) and ``hadm_id`` (int64), sorted by
-subject_id, prediction_time. MEDS reads prediction_time as "data up to and including"; ehrscale's
-probes (:mod:`ehrscale.probe_inputs`) are stricter and only use tokens *strictly before* it.
+Output, two files with one row per example in the same order (subject_id, prediction_time,
+hadm_id):
+
+* ``<labels>/<task>.parquet``: exactly ``meds.LabelSchema`` (``subject_id`` int64,
+  ``prediction_time`` timestamp[us], ``boolean_value`` bool; no other column), so any MEDS
+  tool reads it.
+* ``<labels>/examples/<task>.parquet`` (:func:`examples_path`): ``subject_id``,
+  ``prediction_time``, ``hadm_id`` (the admission the example is about) and ``split`` (the
+  subject's split in ``metadata/subject_splits.parquet``), what ehrscale needs beside the label.
+
+MEDS reads prediction_time as "data up to and including"; ehrscale's probes
+(:mod:`ehrscale.probe_inputs`) are stricter and only use tokens *strictly before* it.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import meds
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -68,13 +77,16 @@ RULES = {
     "event_in_admission": {"code_prefix"},
 }
 INCLUDE_KEYS = {"in_hospital_at_prediction", "alive_at_prediction", "discharged_alive", "no_event_before_prediction"}
-LABEL_SCHEMA = pa.schema(
+# The label file: MEDS's own label schema, its required columns (ehrscale's labels are boolean;
+# meds rejects an optional value column that is present but all null).
+LABEL_SCHEMA = pa.schema([meds.LabelSchema.schema().field(c) for c in ("subject_id", "prediction_time",
+                                                                       "boolean_value")])
+EXAMPLES_SCHEMA = pa.schema(
     [
         ("subject_id", pa.int64()),
         ("prediction_time", pa.timestamp("us")),
-        ("boolean_value", pa.bool_()),
-        ("split", pa.string()),
         ("hadm_id", pa.int64()),
+        ("split", pa.string()),
     ]
 )
 ADMISSION, DISCHARGE, DEATH = "ADMISSION//", "DISCHARGE//", "MEDS_DEATH"
@@ -280,10 +292,20 @@ def compute_labels(spec: TaskSpec, events: pd.DataFrame, adm: pd.DataFrame | Non
     return out.sort_values(["subject_id", "prediction_time", "hadm_id"]).reset_index(drop=True)
 
 
+def examples_path(labels_path: str | Path) -> Path:
+    """Where the examples file of ``<dir>/<task>.parquet`` lives: ``<dir>/examples/<task>.parquet``."""
+    labels_path = Path(labels_path)
+    return labels_path.parent / "examples" / labels_path.name
+
+
 def write_labels(df: pd.DataFrame, path: str | Path) -> None:
-    table = pa.Table.from_pandas(df, schema=LABEL_SCHEMA, preserve_index=False)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    """Write the MEDS label file ``path`` and its examples file (:func:`examples_path`)."""
+    labels = pa.Table.from_pandas(df[LABEL_SCHEMA.names], schema=LABEL_SCHEMA, preserve_index=False)
+    meds.LabelSchema.validate(labels)
+    examples = pa.Table.from_pandas(df[EXAMPLES_SCHEMA.names], schema=EXAMPLES_SCHEMA, preserve_index=False)
+    with atomic_path(path) as tmp, atomic_path(examples_path(path)) as tmp_examples:
+        pq.write_table(labels, tmp)
+        pq.write_table(examples, tmp_examples)
 
 
 def make_labels(meds_dir: str | Path, specs: list[TaskSpec], outputs: list[Path]) -> dict[str, dict]:
@@ -310,10 +332,12 @@ def make_labels(meds_dir: str | Path, specs: list[TaskSpec], outputs: list[Path]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("meds_dir", help="MEDS dataset root")
-    parser.add_argument("labels_dir", nargs="?", default=None, help="output directory: LABELS_DIR/<task>.parquet")
+    parser.add_argument("labels_dir", nargs="?", default=None,
+                        help="output directory: LABELS_DIR/<task>.parquet and LABELS_DIR/examples/<task>.parquet")
     parser.add_argument("--tasks", "--task", dest="tasks", nargs="+", required=True,
                         help="task YAML file(s), or a directory of them")
-    parser.add_argument("--out", default=None, help="output parquet file (exactly one task; instead of LABELS_DIR)")
+    parser.add_argument("--out", default=None, help="output parquet file (exactly one task; instead of LABELS_DIR); "
+                        "its examples file goes to examples/<name> beside it")
 
 
 def _expand_task_paths(items: list[str]) -> list[Path]:

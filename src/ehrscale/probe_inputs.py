@@ -90,9 +90,9 @@ def load_task_inputs(tokens_dir, labels_file, split: str, context_length: int, p
     labels_file = Path(labels_file)
     if not labels_file.exists():
         raise EhrscaleError(f"labels not found: {labels_file}")
-    df = pq.read_table(labels_file, columns=["subject_id", "prediction_time", "boolean_value", "split"]).to_pandas()
-    df = df[df["split"] == split]
+    df = pq.read_table(labels_file, columns=["subject_id", "prediction_time", "boolean_value"]).to_pandas()
     st = SplitTokens.load(Path(tokens_dir) / split)
+    df = df[np.isin(df["subject_id"].to_numpy(np.int64), np.asarray(st.subject_ids))]  # this split's subjects
     sids = df["subject_id"].to_numpy(np.int64)
     times = df["prediction_time"].to_numpy().astype("datetime64[us]")
     ids, lengths = probe_inputs(st, sids, times, context_length, pad_id, padding_side)

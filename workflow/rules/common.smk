@@ -46,7 +46,7 @@ def raw_dir():
 
 
 def final_targets():
-    labels = [f"{RESULTS}/labels/{task}.parquet" for task in config["labels"]["tasks"]]
+    labels = [f"{RESULTS}/labels/{sub}{task}.parquet" for task in config["labels"]["tasks"] for sub in ("", "examples/")]
     return [f"{RESULTS}/summary.md", *labels]
 
 

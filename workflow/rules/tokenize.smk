@@ -25,12 +25,16 @@ checkpoint tokenize:
 
 
 rule labels:
-    """One clinical task's labels, in the MEDS label schema, from the timeline alone."""
+    """One clinical task's labels, exactly in the MEDS label schema, from the timeline alone;
+    beside them, labels/examples/<task>.parquet gives each example's hadm_id and split."""
     input:
         meds=f"{RESULTS}/meds",
         task=f"{config['labels']['task_dir']}/{{task}}.yaml",
     output:
-        f"{RESULTS}/labels/{{task}}.parquet",
+        labels=f"{RESULTS}/labels/{{task}}.parquet",
+        examples=f"{RESULTS}/labels/examples/{{task}}.parquet",
+    wildcard_constraints:
+        task=r"[A-Za-z0-9_.-]+",
     log:
         f"{RESULTS}/logs/labels/{{task}}.log",
     benchmark:
@@ -38,4 +42,4 @@ rule labels:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale labels {input.meds} --task {input.task} --out {output} > {log} 2>&1"
+        "ehrscale labels {input.meds} --task {input.task} --out {output.labels} > {log} 2>&1"
