@@ -249,6 +249,7 @@ def test_failure_leaves_previous_output_intact(raw_copy, tmp_path):
         ('{"tables": {"omr": "sometimes"}}', r"extract\.tables\.omr"),
         ('{"tables": {"patients": "optional"}}', r"extract\.tables\.patients"),
         ('{"split_fractions": {"train": 0.9, "tuning": 0.2, "held_out": 0.1}}', r"sum to 1"),
+        ('{"max_inconsistent_fraction": 1.5}', r"extract\.max_inconsistent_fraction must be in \[0, 1\)"),
     ],
 )
 def test_bad_settings_name_the_key(settings, match, tmp_path):
