@@ -4,7 +4,7 @@ Python salts ``hash()`` of strings per process (``PYTHONHASHSEED``), so iteratin
 strings, or anything ordered by such a hash, differs from one process to the next while
 every in-process comparison still agrees. Each stage here therefore runs as its own
 ``ehrscale`` subprocess, twice, under two hash seeds, and the outputs are compared byte
-for byte: the synthetic CSVs, the MEDS dataset, the tokens, a tiny trained cell's
+for byte: the synthetic CSVs, the MEDS dataset, the tokens, the labels, a tiny trained cell's
 val_loss and checkpointed weights, and the fit's JSON.
 """
 
@@ -22,6 +22,7 @@ import pytest
 from test_fit import BUDGETS, CHINCHILLA, make_points, write_runs
 
 HASH_SEEDS = ("1", "2")
+TASKS = Path(__file__).parents[1] / "config" / "tasks"
 SIZES = {"t8": {"n_layer": 1, "d_model": 8, "n_head": 1}}
 GRID = {"budgets": [2e8], "min_tokens_per_param": 0, "max_tokens_per_param": 1e6, "max_epochs": 100}
 TRAIN = {"threads": 1, "log_every_steps": 10, "min_steps": 30, "val_windows": 16, "val_batch_size": 8}
@@ -48,13 +49,14 @@ def _assert_same_files(a: Path, b: Path, skip: tuple[str, ...] = ()) -> None:
 
 @pytest.fixture(scope="module")
 def pipelines(tmp_path_factory):
-    """synth -> extract -> tokenize -> train one tiny cell, once per hash seed."""
+    """synth -> extract -> tokenize -> labels -> train one tiny cell, once per hash seed."""
     roots = {}
     for seed in HASH_SEEDS:
         root = tmp_path_factory.mktemp(f"hashseed{seed}")
         _ehrscale(seed, "synth", str(root / "raw"), "--patients", "300", "--seed", "7")
         _ehrscale(seed, "extract", str(root / "raw"), str(root / "meds"), "--name", "synthetic", "--threads", "1")
         _ehrscale(seed, "tokenize", str(root / "meds"), str(root / "tokens"), "--threads", "1")
+        _ehrscale(seed, "labels", str(root / "meds"), str(root / "labels"), "--tasks", str(TASKS))
         _ehrscale(seed, "train", "--tokens", str(root / "tokens"), "--out", str(root / "run"), "--cell", "C2e8_t8",
                   "--sizes", json.dumps(SIZES), "--grid", json.dumps(GRID), "--model", '{"context_length": 32}',
                   "--settings", json.dumps(TRAIN), "--threads", "1")
@@ -80,6 +82,12 @@ def test_tokens_are_byte_identical(pipelines):
     a, b = pipelines
     _assert_same_files(a / "tokens", b / "tokens")
     assert (a / "tokens/train/tokens.npy").stat().st_size > 0
+
+
+def test_labels_are_byte_identical(pipelines):
+    a, b = pipelines
+    _assert_same_files(a / "labels", b / "labels")
+    assert len(list((a / "labels").glob("*.parquet"))) == len(list(TASKS.glob("*.yaml")))
 
 
 def test_trained_cell_is_identical(pipelines):

@@ -273,3 +273,15 @@ def test_load_task_inputs(demo):
     assert out["ids"].shape == ((df["split"] == "train").sum(), 256)
     assert out["labels"].sum() == df.loc[df["split"] == "train", "boolean_value"].sum()
     assert (out["lengths"] > STATIC_PREFIX_LEN).all() and (out["lengths"] <= 256).all()
+
+
+@pytest.mark.parametrize("stage", ["tokenize", "labels"])
+def test_unwritable_output_fails_before_the_work(demo, tmp_path, capsys, stage):
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "out"
+    args = {"tokenize": ["tokenize", str(demo / "meds"), str(out)],
+            "labels": ["labels", str(demo / "meds"), str(out), "--tasks", str(TASKS)]}[stage]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write output {out}" in err and "is a file, not a directory" in err
+    assert "vocabulary:" not in err  # tokenize stopped before fitting the vocabulary

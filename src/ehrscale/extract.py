@@ -1,8 +1,11 @@
 """Raw MIMIC-IV CSVs -> a MEDS dataset, with DuckDB.
 
-Steps: check every configured table exists and has the columns we read; load each into
-DuckDB once as text and cast, counting rows that fail to parse; run each table's event
-query (see :mod:`ehrscale.mimic` for codes and time placement); assign each patient a
+Steps: check the output is writable and every configured table exists and has the columns
+we read; load each into DuckDB once as text and cast, counting rows that fail to parse (a
+file that is not CSV at all fails, naming its first bad line); count, drop or fail on
+duplicate and contradictory patients and admissions rows (:func:`check_consistency`); run
+each table's event query (see :mod:`ehrscale.mimic` and docs/timing.md for codes and time
+placement); assign each patient a
 split from its subject_id alone; stream the events, sorted by split, shard, subject and
 time, into ``data/<split>/<shard>.parquet``; write ``metadata/``. The output directory
 appears only when everything succeeded.
@@ -204,7 +207,7 @@ def _inconsistent_rows(con: duckdb.DuckDBPyConnection, name: str, key: str) -> t
 
     Returns (rows dropped, problems in words, duplicate rows, conflicting keys).
     """
-    cols = [c for c in TABLES[name].columns]
+    cols = list(TABLES[name].columns)
     quoted = ", ".join(f'"{c}"' for c in cols)
     n_before = con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0]
     con.execute(f"CREATE OR REPLACE TEMP TABLE t_{name} AS SELECT DISTINCT {quoted}, 0 AS _bad FROM t_{name}")

@@ -65,7 +65,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.io import atomic_path
+from ehrscale.io import atomic_path, check_writable
 from ehrscale.splits import SPLITS
 
 log = logging.getLogger(__name__)
@@ -310,6 +310,9 @@ def write_labels(df: pd.DataFrame, path: str | Path) -> None:
 
 def make_labels(meds_dir: str | Path, specs: list[TaskSpec], outputs: list[Path]) -> dict[str, dict]:
     """Compute and write each task; returns per-task summary (n, positives, prevalence per split)."""
+    for out in outputs:  # before reading the dataset, not after
+        check_writable(out)
+        check_writable(examples_path(out))
     prefixes = set().union(*(s.code_prefixes() for s in specs)) if specs else set()
     events = read_events(meds_dir, prefixes)
     adm = admissions_table(events)

@@ -48,7 +48,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.io import add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, load_settings, write_json
+from ehrscale.io import (add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, check_writable, load_settings,
+                         write_json)
 from ehrscale.splits import SPLITS
 from ehrscale.vocab import (
     AGE_BIN_YEARS,
@@ -483,6 +484,7 @@ def tokenize(meds_dir: str | Path, tokens_dir: str | Path, settings: TokenizeSet
     """Fit the vocabulary on train and write every split's token stream; returns stats.json."""
     settings = settings or TokenizeSettings()
     shards = split_shards(meds_dir)
+    check_writable(tokens_dir)  # before fitting the vocabulary, not after
     t0 = _time.perf_counter()
     vocab = fit_vocab(shards["train"], settings)
     log.info("vocabulary: %d tokens (%.1fs)", len(vocab), _time.perf_counter() - t0)
