@@ -34,22 +34,30 @@ _GRID = np.array(list(itertools.product(
 _GRID[:, 3:] = np.maximum(_GRID[:, 3:], 1e-4)
 
 
-def _huber(r: np.ndarray, delta: float) -> np.ndarray:
+def _huber(r: np.ndarray, delta: float | None) -> np.ndarray:
+    """Huber loss; ``delta`` None is plain least squares (0.5 r^2)."""
+    if delta is None:
+        return 0.5 * r**2
     ar = np.abs(r)
     return np.where(ar <= delta, 0.5 * r**2, delta * (ar - 0.5 * delta))
 
 
-def _objective(theta, log_n, log_d, log_l, delta):
-    """Summed Huber / delta and its analytic gradient."""
+def _objective(theta, log_n, log_d, log_l, delta, w=None):
+    """Summed (``w``-weighted) Huber / delta and its analytic gradient; delta None: squares / 1e-3."""
     a, b, e, alpha, beta = theta
+    scale = delta or 1e-3
     t1 = a - alpha * log_n
     t2 = b - beta * log_d
     m = np.maximum(np.maximum(t1, t2), e)
     e1, e2, e3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(e - m)
     s = e1 + e2 + e3
     r = m + np.log(s) - log_l
-    f = _huber(r, delta).sum() / delta
-    dr = np.clip(r, -delta, delta) / (delta * s)  # dHuber/dr / delta, times d pred / d t_i = e_i / s
+    h = _huber(r, delta)
+    psi = r if delta is None else np.clip(r, -delta, delta)  # dHuber/dr
+    if w is not None:
+        h, psi = w * h, w * psi
+    f = h.sum() / scale
+    dr = psi / (scale * s)  # times d pred / d t_i = e_i / s
     g1, g2 = dr * e1, dr * e2
     return f, np.array([g1.sum(), g2.sum(), (dr * e3).sum(), -(g1 @ log_n), -(g2 @ log_d)])
 
@@ -121,10 +129,18 @@ def allocate_flops(p, budget: float, fpt_relation: dict, half_width: float = 6.0
         log_d = math.log(budget) - (fpt_relation["intercept"] + fpt_relation["slope"] * log_n)
         loss = E + A * np.exp(-alpha * log_n) + B * np.exp(-beta * log_d)
     loss = np.where(np.isfinite(loss), loss, np.inf)
-    i = np.argmin(loss, axis=1)
+    i = np.clip(np.argmin(loss, axis=1), 1, steps - 2)
     rows = np.arange(loss.shape[0])
-    ln, ld = log_n[rows, i], log_d[rows, i]
-    out = {"n_opt": np.exp(ln), "d_opt": np.exp(ld), "tokens_per_param": np.exp(ld - ln), "loss": loss[rows, i]}
+    # parabolic interpolation through the grid minimum and its neighbours: sub-step accuracy
+    lm, l0, lp = loss[rows, i - 1], loss[rows, i], loss[rows, i + 1]
+    with np.errstate(all="ignore"):
+        shift = 0.5 * (lm - lp) / (lm - 2 * l0 + lp)
+    shift = np.where(np.isfinite(shift), np.clip(shift, -1, 1), 0.0)
+    ln = log_n[rows, i] + shift * (log_n[rows, 1] - log_n[rows, 0])
+    ld = math.log(budget) - (fpt_relation["intercept"] + fpt_relation["slope"] * ln)
+    with np.errstate(all="ignore"):
+        best = E[:, 0] + A[:, 0] * np.exp(-alpha[:, 0] * ln) + B[:, 0] * np.exp(-beta[:, 0] * ld)
+    out = {"n_opt": np.exp(ln), "d_opt": np.exp(ld), "tokens_per_param": np.exp(ld - ln), "loss": best}
     scalar = np.ndim(p[0]) == 0
     return {k: (float(v[0]) if scalar else v) for k, v in out.items()}
 
