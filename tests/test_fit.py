@@ -199,7 +199,7 @@ def test_cli_outputs_and_no_subject_id(runs, tmp_path):
 
 def test_cli_metrics_list(runs, tmp_path):
     files = [str(p) for p in sorted(runs.glob("*/metrics.json"))]
-    rc = main(["fit", "--metrics", *files, "--out", str(tmp_path), "--settings", '{"bootstrap": 0}'])
+    rc = main(["fit", "--metrics", *files, "--out", str(tmp_path), "--settings", json.dumps(FAST | {"bootstrap": 0})])
     assert rc == 0 and json.loads((tmp_path / "scaling.json").read_text())["n_cells"] == 24
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.fit._util import jsonable, percentile_interval, single_threaded_blas
+from ehrscale.fit._util import bounded_interval, jsonable, percentile_interval, single_threaded_blas
 from ehrscale.fit.calibration import calibrate, noise_from_replicates, noise_from_residuals
 from ehrscale.fit.frontier import METRIC_DIRECTION, fit_frontier, frontier_points
 from ehrscale.fit.isoflops import fit_isoflops
@@ -112,8 +112,10 @@ def _loss_law(points: pd.DataFrame, s: FitSettings, budgets: list, rel: dict, wa
     samples = np.asarray(ep["bootstrap"]["samples"], float).reshape(-1, len(PARAM_NAMES))
     point = [ep["params"][k]["estimate"] for k in PARAM_NAMES]
     fb, fb_s = flops_basis_exponents(point, budgets, rel), flops_basis_exponents(samples.T, budgets, rel)
+    for k in ("a", "b"):
+        ep["params"][k] = bounded_interval(ep["params"][k])
     ep["bases"] = {"6ND": {"a": ep["params"]["a"], "b": ep["params"]["b"]},
-                   "flops": {k: percentile_interval(float(fb[k]), fb_s[k], s.ci_level) for k in ("a", "b")}}
+                   "flops": {k: bounded_interval(percentile_interval(float(fb[k]), fb_s[k], s.ci_level)) for k in ("a", "b")}}
     gap = abs(vp["params"]["a"]["estimate"] - ep["params"]["a"]["estimate"])
     vp["agreement_with_epoch"] = {"abs_diff_a": gap, "agree": gap < 0.01}
     if gap >= 0.01:

@@ -15,6 +15,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from ehrscale.fit._util import bounded_interval, percentile_interval
 from ehrscale.fit.isoflops import fit_isoflops
 from ehrscale.fit.parametric import derived, natural, predict
 from ehrscale.fit.vp import _stratified_counts, bootstrap_counts, fit_once, flops_basis_exponents
@@ -67,8 +68,6 @@ def calibrate(points: pd.DataFrame, p_true, sigma: float, rel: dict, *, sims: in
     mean_loss = predict(p_true, n, d)
     rng = np.random.default_rng(seed)
     recs: dict = {("vp", b, k): [] for b in truth for k in ("a", "b")} | {("approach2", b, k): [] for b in truth for k in ("a", "b")}
-    from ehrscale.fit._util import percentile_interval
-
     for _ in range(sims):
         loss = mean_loss * np.exp(sigma * rng.standard_normal(len(n)))
         sim = points.assign(loss=loss)
@@ -79,7 +78,7 @@ def calibrate(points: pd.DataFrame, p_true, sigma: float, rel: dict, *, sims: in
         point, boot = _truths(p, budgets, rel), {"6ND": derived(samples.T), "flops": flops_basis_exponents(samples.T, budgets, rel)}
         for b in truth:
             for k in ("a", "b"):
-                recs[("vp", b, k)].append(percentile_interval(point[b][k], boot[b][k], level))
+                recs[("vp", b, k)].append(bounded_interval(percentile_interval(point[b][k], boot[b][k], level)))
         iso = fit_isoflops(sim, level, bootstrap=a2_bootstrap, seed=int(rng.integers(2**31)))
         for b in truth:
             for k in ("a", "b"):

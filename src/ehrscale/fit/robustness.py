@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.fit._util import interval, percentile_interval
+from ehrscale.fit._util import percentile_interval
 from ehrscale.fit.isoflops import fit_isoflops, fpt_relation
 from ehrscale.fit.parametric import allocate_flops, derived, natural
 from ehrscale.fit.vp import bootstrap, fit_once, flops_basis_exponents
@@ -104,9 +104,3 @@ def sensitivity(points: pd.DataFrame, *, delta, level: float, param_count: str) 
         rows.append({"variant": label, "cells": int(len(pts)), "a_vp": _a_both(_vp_point(pts, dl), pts),
                      "a_approach2": _a2(pts, level) if dl is not None else None})
     return rows
-
-
-def summary_interval(values) -> dict:
-    """Range of a set of estimates, as an interval record (for the leave-one-out spread)."""
-    v = np.array([x for x in values if x is not None], float)
-    return interval(math.nan) if not v.size else interval(float(np.median(v)), float(v.min()), float(v.max()))

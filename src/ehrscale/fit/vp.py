@@ -27,7 +27,7 @@ from scipy import stats
 from scipy.optimize import minimize
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.fit._util import interval, percentile_interval, single_threaded_blas
+from ehrscale.fit._util import bounded_interval, interval, percentile_interval, single_threaded_blas
 from ehrscale.fit.parametric import BOUNDS, PARAM_NAMES, _huber, _objective, allocate, allocate_flops, derived, natural
 
 EXPONENT_GRID = np.round(np.arange(0.02, 2.0001, 0.02), 4)  # point fit and profile map: 100 x 100
@@ -274,12 +274,12 @@ def _fit_vp(n, d, loss, strata, delta, reps, seed, level, budgets, fpt_relation)
     params = {name: percentile_interval(p[i], samples[:, i], level) for i, name in enumerate(PARAM_NAMES)}
     dv, dv_s = derived(p), derived(samples.T)
     for key in ("a", "b"):
-        params[key] = percentile_interval(dv[key], dv_s[key], level)
+        params[key] = bounded_interval(percentile_interval(dv[key], dv_s[key], level))
     params["G"] = percentile_interval(np.exp(dv["log_G"]), np.exp(dv_s["log_G"]), level)
     bases = {"6ND": {"a": params["a"], "b": params["b"]}}
     if fpt_relation is not None and len(budgets):
         fb, fb_s = flops_basis_exponents(p, budgets, fpt_relation), flops_basis_exponents(samples.T, budgets, fpt_relation)
-        bases["flops"] = {k: percentile_interval(float(fb[k]), fb_s[k], level) for k in ("a", "b")}
+        bases["flops"] = {k: bounded_interval(percentile_interval(float(fb[k]), fb_s[k], level)) for k in ("a", "b")}
     at_budgets = []
     for c in budgets:
         point, boot = allocate(p, c), allocate(samples.T, c)
