@@ -192,30 +192,40 @@ def _batch_objective(theta, log_n, log_d, log_l, w, delta):
     return f, r, jac
 
 
-def refine_batch(theta0, log_n, log_d, log_l, w, delta, iters: int = 100):
+def refine_batch(theta0, log_n, log_d, log_l, w, delta, iters: int = 150):
     """Levenberg-Marquardt with Huber IRLS weights, vectorised over resamples: minimises the same
-    summed Huber objective as L-BFGS-B (tested to agree), for thousands of refits at once."""
+    summed Huber objective as L-BFGS-B (tested to agree), for thousands of refits at once. A row
+    stops once its step is negligible or its objective stalls (below 1e-12 relative over 10 steps)."""
     lo, hi = np.array([b[0] for b in BOUNDS]), np.array([b[1] for b in BOUNDS])
-    theta = np.clip(np.asarray(theta0, float), lo, hi)
+    theta = np.clip(np.asarray(theta0, float), lo, hi).copy()
+    w = np.asarray(w, float)
     f, r, jac = _batch_objective(theta, log_n, log_d, log_l, w, delta)
     lam = np.full(len(theta), 1e-3)
-    for _ in range(iters):
-        omega = w if delta is None else w * np.minimum(1.0, delta / np.maximum(np.abs(r), 1e-300))
-        h = np.einsum("rn,rni,rnj->rij", omega, jac, jac)
-        g = np.einsum("rn,rni,rn->ri", omega, jac, r)
+    active = np.ones(len(theta), bool)
+    f_past = np.full((10, len(theta)), np.inf)
+    for it in range(iters):
+        idx = np.flatnonzero(active)
+        if not idx.size:
+            break
+        ww, rr, jj = w[idx], r[idx], jac[idx]
+        omega = ww if delta is None else ww * np.minimum(1.0, delta / np.maximum(np.abs(rr), 1e-300))
+        h = np.einsum("rn,rni,rnj->rij", omega, jj, jj)
+        g = np.einsum("rn,rni,rn->ri", omega, jj, rr)
         diag = np.einsum("rii->ri", h)
-        a_mat = h + (lam[:, None] * diag + 1e-12)[:, :, None] * np.eye(5)
+        a_mat = h + (lam[idx, None] * diag + 1e-12)[:, :, None] * np.eye(5)
         with np.errstate(all="ignore"):
             step = np.linalg.solve(a_mat, -g[:, :, None])[:, :, 0]
         step = np.where(np.isfinite(step), step, 0.0)
-        new = np.clip(theta + step, lo, hi)
-        f_new, r_new, jac_new = _batch_objective(new, log_n, log_d, log_l, w, delta)
-        better = np.isfinite(f_new) & (f_new <= f)
-        theta = np.where(better[:, None], new, theta)
-        f = np.where(better, f_new, f)
-        r = np.where(better[:, None], r_new, r)
-        jac = np.where(better[:, None, None], jac_new, jac)
-        lam = np.where(better, np.maximum(lam / 3, 1e-9), np.minimum(lam * 4, 1e9))
+        new = np.clip(theta[idx] + step, lo, hi)
+        f_new, r_new, jac_new = _batch_objective(new, log_n, log_d, log_l, ww, delta)
+        better = np.isfinite(f_new) & (f_new <= f[idx])
+        up = idx[better]
+        theta[up], f[up], r[up], jac[up] = new[better], f_new[better], r_new[better], jac_new[better]
+        lam[idx] = np.where(better, np.maximum(lam[idx] / 3, 1e-9), np.minimum(lam[idx] * 4, 1e9))
+        f_past[it % 10] = f
+        stalled = (f_past.max(axis=0) - f) <= 1e-12 * np.abs(f) + 1e-300
+        active[idx[np.abs(step).max(axis=1) < 1e-10]] = False
+        active &= ~stalled
     return theta, f
 
 
