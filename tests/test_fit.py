@@ -385,6 +385,12 @@ def test_flat_budget_flagged_not_fatal():
     df.loc[flat, "loss"] = 2.5 + 1e-9 * x**2 + 1e-4 * np.sin(7 * x)
     rec = fit_budget(df[flat], 0.95)
     assert not rec["reliable"] and "flat" in rec["reason"]
+    # vertex inside the sizes but known only to within e^20 either way: flagged as nearly flat
+    x5 = np.linspace(-1, 1, 5)
+    nearly = pd.DataFrame({"budget": 1e20, "n": np.exp(20 + x5),
+                           "loss": 2.0 + 2e-5 * x5**2 + 1e-4 * np.array([0.3, -0.8, 0.1, 0.9, -0.4])})
+    rec = fit_budget(nearly, 0.95)
+    assert not rec["reliable"] and "nearly flat" in rec["reason"] and rec["n_opt"]["ci_low"] is None
     res = fit_points(df, fast(bootstrap=20))
     per = {r["budget"]: r for r in res["approach2"]["per_budget"]}
     assert not per[SEVEN[3]]["reliable"] and sum(r["reliable"] for r in per.values()) == 6
