@@ -468,3 +468,22 @@ def test_full_fit_has_all_sections_and_bounded_intervals(tmp_path):
     assert {r["variant"].split(" (")[0] for r in rob["sensitivity"]} >= {"as fitted", "plain least squares"}
     assert all(abs(r["a_vp"]["6ND"] - exponents(PAPER_LIKE)[0]) < 0.05 for r in rob["sensitivity"])
     assert res["calibration"]["sims"] == 3 and res["calibration"]["noise"]["source"].startswith("fit residuals")
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fit_never_dies_on_a_degenerate_table(seed, tmp_path):
+    """Losses unrelated to N and D (pure noise) on a small 3-budget grid: every section is still written."""
+    from ehrscale.report import summary_text
+
+    rng = np.random.default_rng(seed)
+    df = make_points(CHINCHILLA, budgets=BUDGETS[:3], n_sizes=4, span=1.0)
+    df["loss"] = df["val_loss"] = 2.0 * np.exp(0.05 * rng.standard_normal(len(df)))
+    res = fit_points(df, FitSettings(bootstrap=30, epoch_bootstrap=10, approach2_bootstrap=50, calibration_sims=2,
+                                     calibration_bootstrap=10, n_starts=2))
+    for basis in ("6ND", "flops"):
+        for k in ("a", "b"):
+            for rec in res["headline"]["by_basis"][basis][k].values():
+                _assert_bounded(rec)
+    assert res["robustness"] is not None and "backtest" in res["robustness"]
+    text = summary_text(res)
+    assert "## Calibration on this grid" in text and "## Backtest" in text and "## Sensitivity of a" in text

@@ -135,7 +135,7 @@ def _calibration(result: dict) -> list[str]:
             for k in ("a", "b"):
                 r = cal[est][basis][k]
                 cov = "-" if r["coverage"] is None else f"{100 * r['coverage']:.0f} % of {r['with_interval']}"
-                lines.append(f"| {label} | {k} | {blabel} | {r['truth']:.3f} | {_f(r['bias'], '+.3f')} | {_f(r['rmse'])} | "
+                lines.append(f"| {label} | {k} | {blabel} | {_f(r['truth'])} | {_f(r['bias'], '+.3f')} | {_f(r['rmse'])} | "
                              f"{cov} | {r['not_estimable']} of {cal['sims']} |")
     return lines + [""]
 

@@ -147,6 +147,17 @@ def _calibration(points: pd.DataFrame, s: FitSettings, vp: dict | None, rel: dic
     return cal | {"noise": noise}
 
 
+def _guarded(name: str, warnings: list[str], func, *args, **kwargs):
+    """Run a diagnostic (calibration, backtest, sensitivity); a numerical failure on a degenerate design
+    becomes a warning, never the end of the fit, whose estimates stand on their own."""
+    try:
+        return func(*args, **kwargs)
+    except (ArithmeticError, ValueError, TypeError, np.linalg.LinAlgError) as err:
+        warnings.append(f"{name} failed and was left out: {type(err).__name__}: {err}")
+        log.debug("%s failed", name, exc_info=True)
+        return None
+
+
 def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str] | None, replicates) -> dict:
     s = settings
     warnings = list(warnings or [])
@@ -182,12 +193,17 @@ def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str]
         "a_approach3": par["params"]["a"] if par else None, "b_approach3": par["params"]["b"] if par else None,
         "by_basis": by_basis,
     }
-    cal = _calibration(points, s, par, rel, replicates, warnings)
+    cal = _guarded("calibration", warnings, _calibration, points, s, par, rel, replicates, warnings)
     checks = None
     if s.backtest and par is not None:
-        checks = {"backtest": backtest(points, delta=s.huber_delta, reps=s.bootstrap, seed=s.seed, level=s.ci_level),
-                  "leave_one_budget_out": leave_one_budget_out(points, delta=s.huber_delta, level=s.ci_level),
-                  "sensitivity": sensitivity(points, delta=s.huber_delta, level=s.ci_level, param_count=s.param_count)}
+        checks = {
+            "backtest": _guarded("backtest", warnings, backtest, points, delta=s.huber_delta, reps=s.bootstrap, seed=s.seed,
+                                 level=s.ci_level) or {"done": False, "reason": "failed (see warnings)"},
+            "leave_one_budget_out": _guarded("leave-one-budget-out", warnings, leave_one_budget_out, points,
+                                             delta=s.huber_delta, level=s.ci_level) or [],
+            "sensitivity": _guarded("sensitivity", warnings, sensitivity, points, delta=s.huber_delta, level=s.ci_level,
+                                    param_count=s.param_count) or [],
+        }
     return jsonable({
         "schema": SCHEMA,
         "param_count": s.param_count, "param_column": PARAM_COLUMNS[s.param_count],

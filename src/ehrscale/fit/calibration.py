@@ -83,7 +83,7 @@ def calibrate(points: pd.DataFrame, p_true, sigma: float, rel: dict, *, sims: in
         for b in truth:
             for k in ("a", "b"):
                 ex = iso["exponents"]
-                recs[("approach2", b, k)].append(ex[b][k] if ex else {"estimate": None})
+                recs[("approach2", b, k)].append(ex[b][k] if ex else {"estimate": None, "not_estimable": "no usable budget"})
     out: dict = {"sims": sims, "sigma_log_loss": sigma, "level": level, "truth": truth, "seed": seed,
                  "vp_bootstrap": vp_bootstrap, "approach2_bootstrap": a2_bootstrap,
                  "truth_law": dict(zip(("E", "A", "B", "alpha", "beta"), map(float, p_true)))}

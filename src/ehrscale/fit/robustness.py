@@ -69,6 +69,8 @@ def backtest(points: pd.DataFrame, *, delta, reps: int, seed: int, level: float)
         observed["parabola"] = {"n_opt": iso["n_opt"]["estimate"], "loss": iso["loss_at_opt"]}
     ref = observed.get("parabola") or {"n_opt": observed["best_cell"]["n"], "loss": observed["best_cell"]["loss"]}
     covers = lambda r, v: r["ci_low"] is not None and r["ci_low"] <= v <= r["ci_high"]  # noqa: E731
+    if pred["loss"]["estimate"] is None or pred["n_opt"]["estimate"] is None:
+        return {"done": False, "reason": "the law fitted without the largest budget has no finite optimum there"}
     return {
         "done": True, "held_out_budget": target, "fitted_budgets": budgets[:-1], "fitted_cells": int(len(train)),
         "predicted": pred, "observed": observed, "compared_with": "parabola" if "parabola" in observed else "best_cell",
