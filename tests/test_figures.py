@@ -53,7 +53,7 @@ def _assert_written(fig_dir):
 
 def test_figures_written_from_cli_path(tmp_path):
     runs = write_runs(tmp_path / "runs")
-    fit_paths(sorted(runs.glob("*/metrics.json")), tmp_path / "fits", FitSettings(bootstrap=5, n_starts=4),
+    fit_paths(sorted(runs.glob("*/metrics.json")), tmp_path / "fits", FitSettings(bootstrap=20, n_starts=4, calibration_sims=2, calibration_bootstrap=10, epoch_bootstrap=0),
               figures_dir=tmp_path / "fig", summary=tmp_path / "summary.md")
     _assert_written(tmp_path / "fig")
     assert (tmp_path / "summary.md").stat().st_size > 500
@@ -63,6 +63,6 @@ def test_figures_written_from_cli_path(tmp_path):
 def test_figures_without_logs_or_power_laws(tmp_path, budgets):
     runs = write_runs(tmp_path / "runs", budgets=budgets, n_sizes=4, logs=False)
     points, _ = load_points(sorted(runs.glob("*/metrics.json")))
-    result = fit_points(points, FitSettings(bootstrap=0, n_starts=2))
+    result = fit_points(points, FitSettings(bootstrap=0, n_starts=2, calibration_sims=0, backtest=False, epoch_bootstrap=0))
     make_figures(points, result, tmp_path / "fig")
     _assert_written(tmp_path / "fig")

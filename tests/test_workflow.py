@@ -15,12 +15,14 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def write_config(workdir: Path, budgets: list[float]) -> Path:
+def write_config(workdir: Path, budgets: list[float], replicates: dict | None = None) -> Path:
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     config["dataset"].update(name="e2e", raw_dir=str(ROOT / "tests" / "data" / "mimic-iv-demo"))
     config["grid"].update(budgets=budgets, sizes=["d8L2", "d12L2", "d16L2", "d24L2"])
     config["train"].update(min_steps=40, val_windows=32, log_every_steps=10)
-    config["fit"].update(bootstrap=10)
+    config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=50, calibration_sims=2, calibration_bootstrap=10)
+    if replicates:
+        config["fit"]["replicates"] = replicates
     path = workdir / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -65,8 +67,10 @@ def test_dag_produces_every_stage(first_run):
     points = pd.read_csv(results / "fits" / "points.csv")
     assert len(points) == len(metrics)
     assert (results / "summary.md").read_text().startswith("#")
-    for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier"):
+    for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
+    assert scaling["calibration"]["noise"]["source"].startswith("fit residuals")  # replicates are opt-in, off by default
+    assert not (results / "replicates").exists()
     for log in ("extract", "tokenize", "fit"):
         assert (results / "logs" / f"{log}.log").exists()
         assert (results / "benchmarks" / f"{log}.tsv").exists()
@@ -101,3 +105,16 @@ def test_html_report_has_every_figure(first_run, workdir):
     html = report.read_text(errors="replace")
     for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "summary"):
         assert name in html
+
+
+def test_seed_replicates_opt_in_feed_the_calibration(first_run, workdir):
+    results, _ = first_run
+    cell = sorted(p.parent.name for p in results.glob("runs/*/metrics.json") if p.parent.name.startswith("C1e10_"))[0]
+    config = write_config(workdir, [1e10, 3e10], replicates={"cells": [cell], "seeds": [0, 1]})
+    result = snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    rep = json.loads((results / "replicates" / cell / "seed1" / "metrics.json").read_text())
+    assert rep["seed"] == 1 and rep["cell"] == cell
+    assert not (results / "replicates" / cell / "seed0").exists()  # the main run is seed 0 already
+    noise = json.loads((results / "fits" / "scaling.json").read_text())["calibration"]["noise"]
+    assert noise["source"] == "seed replicates" and noise["cells"] == 1 and noise["dof"] == 1

@@ -5,6 +5,7 @@
     parametric_contours  Approach 3's L(N, D) contours, the cells, the efficient frontier
     loss_curves          training loss against tokens per cell (from each cell's log.csv)
     loss_frontier        best loss against C with E + K C^-gamma and its band
+    profile_landscape    variable projection's profile objective over (alpha, beta): how well the law is identified
 
 A figure whose fit is missing is still written, saying so, so the workflow's outputs exist.
 """
@@ -30,7 +31,7 @@ from ehrscale.fit.parametric import PARAM_NAMES, allocate, predict  # noqa: E402
 from ehrscale.io import atomic_path  # noqa: E402
 
 log = logging.getLogger(__name__)
-FIGURES = ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier")
+FIGURES = ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape")
 FORMATS = ("png", "svg")
 
 
@@ -239,6 +240,38 @@ def frontier_figure(points: pd.DataFrame, result: dict, metric: str):
     return fig
 
 
+def profile_landscape_figure(points: pd.DataFrame, result: dict):
+    """n ln(RSS / RSS_min) over the (alpha, beta) grid: a long valley or a minimum on the edge means a poorly
+    identified law. The profile-likelihood region, the estimate and lines of constant a = beta/(alpha+beta)."""
+    from scipy import stats
+
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    par = result["approach3"]
+    if not par:
+        _note(ax, "Approach 3 was not fitted (too few cells)")
+        return fig
+    prof = par["profile"]
+    al, be = np.asarray(prof["alphas"]), np.asarray(prof["betas"])
+    rss = np.asarray(prof["rss"], float)
+    with np.errstate(divide="ignore"):
+        stat = par["n_cells"] * np.log(rss / rss.min())
+    levels = np.concatenate([[0], np.geomspace(0.5, max(float(np.nanmax(stat)), 1.0), 14)])
+    cs = ax.contourf(al, be, stat.T, levels=levels, cmap="magma_r", norm=matplotlib.colors.SymLogNorm(1.0))
+    fig.colorbar(cs, ax=ax, label="n ln(RSS / RSS_min)")
+    ax.contour(al, be, stat.T, levels=[stats.chi2.ppf(result["ci_level"], 1)], colors="cyan", linewidths=1.5)
+    for a in (0.3, 0.4, 0.5, 0.6, 0.7):
+        ax.plot(al, al * a / (1 - a), color="white", lw=0.5, ls="--")
+        x = min(1.7, 1.7 * (1 - a) / a) * al[-1] / 2  # inside the axes whatever the slope
+        ax.annotate(f"a={a}", (x, x * a / (1 - a)), color="white", fontsize=7)
+    est = par["params"]
+    ax.scatter([est["alpha"]["estimate"]], [est["beta"]["estimate"]], color="cyan", marker="x", s=60, zorder=3,
+               label=f"fit: α = {est['alpha']['estimate']:.3f}, β = {est['beta']['estimate']:.3f}")
+    ax.set(xlim=(al[0], al[-1]), ylim=(be[0], be[-1]), xlabel="α (parameters)", ylabel="β (tokens)",
+           title=f"Variable projection profile ({int(100 * result['ci_level'])} % region in cyan)")
+    ax.legend(fontsize=8, loc="upper right")
+    return fig
+
+
 def make_figures(points: pd.DataFrame, result: dict, fig_dir) -> list[Path]:
     """Write every figure as PNG and SVG into ``fig_dir``; return the paths."""
     fig_dir = Path(fig_dir)
@@ -250,4 +283,5 @@ def make_figures(points: pd.DataFrame, result: dict, fig_dir) -> list[Path]:
         out += _save(parametric_contours_figure(points, result), fig_dir, "parametric_contours")
         out += _save(loss_curves_figure(points, result), fig_dir, "loss_curves")
         out += _save(frontier_figure(points, result, result["loss_metric"]), fig_dir, "loss_frontier")
+        out += _save(profile_landscape_figure(points, result), fig_dir, "profile_landscape")
     return out

@@ -87,3 +87,26 @@ def cell_sizes(wildcards):
     sizes = config["model_sizes"]
     size = parse_cell_id(wildcards.cell)[0]
     return sizes if isinstance(sizes, str) else json.dumps({size: sizes[size]}, sort_keys=True)
+
+
+# ---- opt-in seed replicates (fit.smk)
+
+REPLICATES = config["fit"].get("replicates") or {}
+
+
+wildcard_constraints:
+    seed=r"\d+",
+
+
+def replicate_metrics(wildcards):
+    """Opt-in seed replicates (fit.replicates): each listed cell retrained with each seed."""
+    cells = REPLICATES.get("cells") or []
+    if not cells:
+        return []
+    kept = {cell.id for cell in grid_cells()}
+    unknown = sorted(set(cells) - kept)
+    if unknown:
+        raise ValueError(f"fit.replicates.cells: {unknown} are not cells of the grid; kept cells: {sorted(kept)}")
+    train_seed = config["train"].get("seed", 0)
+    return [f"{RESULTS}/replicates/{cell}/seed{seed}/metrics.json"
+            for cell in cells for seed in REPLICATES.get("seeds", []) if seed != train_seed]

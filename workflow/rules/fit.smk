@@ -1,11 +1,45 @@
-FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier"]
+FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape"]
+
+
+rule train_replicate:
+    """Retrain one cell with another seed (opt-in, fit.replicates): the noise of a cell's loss."""
+    input:
+        tokens=f"{RESULTS}/tokens",
+    output:
+        metrics=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/metrics.json",
+        model=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/model.pt",
+        log_csv=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/log.csv",
+    params:
+        sizes=cell_sizes,
+        grid=lambda wildcards: json.dumps(single_cell_grid(wildcards.cell, GridSettings()), sort_keys=True),
+        model=settings("model"),
+        train=lambda wildcards: json.dumps(
+            {k: v for k, v in config["train"].items() if k != "threads"} | {"seed": int(wildcards.seed)}, sort_keys=True
+        ),
+    log:
+        f"{RESULTS}/logs/replicates/{{cell}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/replicates/{{cell}}_seed{{seed}}.tsv"
+    threads: config["train"].get("threads") or 1
+    resources:
+        gpu=config["cluster"]["gpus_per_job"],
+        runtime=lambda wildcards, input: cell_resources(wildcards, input)["runtime"],
+        mem_mb=lambda wildcards, input: cell_resources(wildcards, input)["mem_mb"],
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
+        "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
+        "> {log} 2>&1"
 
 
 rule fit:
-    """Scaling laws from every trained cell: IsoFLOPs parabolas, power laws, L(N, D), frontier."""
+    """Scaling laws from every trained cell: IsoFLOPs parabolas, power laws, L(N, D) by variable projection
+    and Epoch-style, calibration on the grid's own cells, backtest, sensitivity, frontier."""
     input:
         metrics=trained_metrics,
         logs=trained_logs,  # the loss-curve figure reads them
+        replicates=replicate_metrics,
     output:
         scaling=f"{RESULTS}/fits/scaling.json",
         points=f"{RESULTS}/fits/points.csv",
@@ -15,7 +49,7 @@ rule fit:
             for name in FIGURES
         ],
     params:
-        settings=settings("fit"),
+        settings=settings("fit", exclude=("replicates",)),
     log:
         f"{RESULTS}/logs/fit.log",
     benchmark:
@@ -25,4 +59,5 @@ rule fit:
     shell:
         # One BLAS thread: the many small L-BFGS fits are far slower with contended threads.
         "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input.metrics} --out $(dirname {output.scaling}) "
-        "--figures $(dirname {output.figures[0]}) --summary {output.summary} --settings {params.settings:q} > {log} 2>&1"
+        "--figures $(dirname {output.figures[0]}) --summary {output.summary} --settings {params.settings:q} "
+        "--replicates {input.replicates} > {log} 2>&1"

@@ -52,3 +52,19 @@ def jsonable(obj):
     if isinstance(obj, (float, np.floating)):
         return finite_or_none(obj)
     return obj
+
+
+def not_estimable(estimate, reason: str) -> dict:
+    """An estimate whose interval the design cannot give: no interval, and why."""
+    return interval(estimate) | {"not_estimable": reason}
+
+
+def bounded_interval(rec: dict, low: float = 0.0, high: float = 1.0) -> dict:
+    """``rec`` with its interval clipped to the quantity's range [low, high]; an interval as wide as the
+    range itself says nothing, so it is reported as not estimable instead."""
+    lo, hi = rec.get("ci_low"), rec.get("ci_high")
+    if lo is None or hi is None or rec.get("not_estimable"):
+        return rec
+    if hi - lo >= high - low:
+        return not_estimable(rec["estimate"], f"interval {lo:.3g} to {hi:.3g} is wider than the range [{low:g}, {high:g}]")
+    return rec | {"ci_low": max(lo, low), "ci_high": min(hi, high)}

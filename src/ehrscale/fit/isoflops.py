@@ -26,7 +26,10 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from ehrscale.fit._util import interval
+from ehrscale.fit._util import bounded_interval, interval, not_estimable, percentile_interval
+
+MAX_LOG_HALF_WIDTH = 20.0  # a vertex known only to within e^20 either way is a flat budget, not a minimum
+MIN_BUDGETS_FOR_INTERVAL = 4  # fewer usable budgets: the exponents' intervals are "not estimable"
 
 
 def fpt_relation(points: pd.DataFrame) -> dict:
@@ -67,15 +70,17 @@ def fit_budget(group: pd.DataFrame, level: float) -> dict:
     se = float(math.sqrt(grad @ cov @ grad)) if np.all(np.isfinite(cov)) else math.nan
     t = stats.t.ppf((1 + level) / 2, model.df_resid) if model.df_resid > 0 else math.nan
     log_nopt = xm + v
-    out |= {
-        "log_n_opt": log_nopt, "log_n_opt_se": se,
-        "n_opt": interval(math.exp(log_nopt), math.exp(log_nopt - t * se), math.exp(log_nopt + t * se)),
-        "loss_at_opt": b0 - b1**2 / (4 * b2),
-    }
+    out["loss_at_opt"] = b0 - b1**2 / (4 * b2)
+    if not (x.min() < log_nopt < x.max()):  # a nearly flat parabola lands here too, its vertex far away
+        return out | {"reliable": False, "reason": "fitted minimum lies outside the sizes sampled (flat or edge budget)"}
+    half = t * se
+    out |= {"log_n_opt": log_nopt, "log_n_opt_se": se}
+    if math.isfinite(half) and half > MAX_LOG_HALF_WIDTH:
+        return out | {"n_opt": interval(math.exp(log_nopt)), "reliable": False,
+                      "reason": f"nearly flat parabola: the vertex's interval spans more than e^{MAX_LOG_HALF_WIDTH:g} either way"}
+    out["n_opt"] = interval(math.exp(log_nopt), math.exp(log_nopt - half), math.exp(log_nopt + half))
     order = np.argsort(x, kind="stable")
     argmin = int(np.argmin(loss[order]))
-    if not (x.min() < log_nopt < x.max()):
-        return out | {"reliable": False, "reason": "fitted minimum lies outside the sizes sampled"}
     if argmin == 0 or argmin == len(x) - 1:
         where = "smallest" if argmin == 0 else "largest"
         return out | {"reliable": False, "reason": f"lowest observed loss is at the {where} size sampled (minimum not bracketed)"}
@@ -122,7 +127,76 @@ def predict_power_law(law: dict, budget: float, level: float) -> dict:
     return interval(math.exp(mean), math.exp(mean - t * se), math.exp(mean + t * se))
 
 
-def fit_isoflops(points: pd.DataFrame, level: float = 0.95, weighted: bool = False) -> dict:
+def _vertex_bootstrap(group: pd.DataFrame, reps: int, rng) -> np.ndarray:
+    """ln N_opt of one budget for ``reps`` resamples of its cells (with replacement), NaN where the
+    resampled parabola has no minimum inside the sizes sampled. Weighted normal equations, vectorised."""
+    x_raw = np.log(group["n"].to_numpy(float))
+    xm = x_raw.mean()
+    x, y = x_raw - xm, group["loss"].to_numpy(float)
+    w = rng.multinomial(len(x), np.full(len(x), 1 / len(x)), size=reps).astype(float)
+    s = [w @ x**k for k in range(5)]
+    t = [w @ (x**k * y) for k in range(3)]
+    m = np.stack([np.stack(s[i:i + 3], axis=-1) for i in range(3)], axis=-2)  # (R, 3, 3)
+    rhs = np.stack(t, axis=-1)
+    det = np.linalg.det(m)
+    ok = np.abs(det) > 1e-12 * np.abs(s[0] * s[2] * s[4]).clip(min=1e-300)
+    m[~ok] = np.eye(3)
+    coef = np.linalg.solve(m, rhs[:, :, None])[:, :, 0]
+    with np.errstate(all="ignore"):
+        v = -coef[:, 1] / (2 * coef[:, 2])
+    ok &= (coef[:, 2] > 0) & (v > x.min()) & (v < x.max())
+    return np.where(ok, xm + v, np.nan)
+
+
+def _slopes(log_c: np.ndarray, log_y: np.ndarray) -> np.ndarray:
+    """OLS slope of each row of log_y on log_c (rows (R, B) or 1-D), NaN entries left out; NaN if < 2 left."""
+    log_y = np.atleast_2d(log_y)
+    c = np.broadcast_to(log_c, log_y.shape)
+    ok = np.isfinite(log_y) & np.isfinite(c)
+    k = ok.sum(axis=1)
+    with np.errstate(all="ignore"):
+        cm = np.where(ok, c, 0).sum(axis=1) / k
+        ym = np.where(ok, log_y, 0).sum(axis=1) / k
+        dc = np.where(ok, c - cm[:, None], 0)
+        slope = (dc * np.where(ok, log_y - ym[:, None], 0)).sum(axis=1) / (dc**2).sum(axis=1)
+    return np.where(k >= 2, slope, np.nan)
+
+
+def exponents_on_bases(log_c, log_n_opt, rel: dict) -> dict:
+    """a and b on both compute bases from ln N_opt at the grid budgets (rows: resamples).
+    flops: C is the grid's FLOPs. 6ND: each optimum's own 6 N_opt D_opt, with D_opt = C / flops_per_token(N_opt)."""
+    log_n_opt = np.atleast_2d(log_n_opt)
+    a_f = _slopes(log_c, log_n_opt)
+    log_c6 = log_c + math.log(6) + (1 - rel["slope"]) * log_n_opt - rel["intercept"]
+    a_6 = _slopes(log_c6, log_n_opt)  # ln C6 differs per resample: slope row by row
+    return {"flops": {"a": a_f, "b": 1 - rel["slope"] * a_f}, "6ND": {"a": a_6, "b": 1 - a_6}}
+
+
+def bootstrap_exponents(points: pd.DataFrame, good: list[dict], rel: dict, reps: int, seed: int, level: float) -> dict:
+    """Approach 2's a and b on both bases with percentile intervals from resampling cells within each
+    usable budget and refitting parabolas and power laws; "not estimable" with too few usable budgets."""
+    log_c = np.log([r["budget"] for r in good])
+    point = exponents_on_bases(log_c, np.array([r["log_n_opt"] for r in good]), rel)
+    out = {"method": f"percentile bootstrap ({reps} resamples of cells within each budget; parabolas and power laws refitted)",
+           "usable_budgets": len(good), "requested": int(reps)}
+    if len(good) < MIN_BUDGETS_FOR_INTERVAL or not reps:
+        why = (f"{len(good)} usable budget(s); intervals need at least {MIN_BUDGETS_FOR_INTERVAL}" if reps else "no bootstrap requested")
+        for basis, vals in point.items():
+            out[basis] = {k: not_estimable(v[0], why) if len(good) >= 2 else not_estimable(math.nan, why) for k, v in vals.items()}
+        return out | {"succeeded": 0}
+    rng = np.random.default_rng(seed)
+    by_budget = dict(tuple(points.groupby("budget", sort=True)))
+    log_n = np.column_stack([_vertex_bootstrap(by_budget[r["budget"]], reps, rng) for r in good])
+    boot = exponents_on_bases(log_c, log_n, rel)
+    out["succeeded"] = int(np.isfinite(boot["flops"]["a"]).sum())
+    out["resamples_losing_a_budget"] = int((~np.isfinite(log_n)).any(axis=1).sum())
+    for basis, vals in point.items():
+        out[basis] = {k: bounded_interval(percentile_interval(v[0], boot[basis][k], level)) for k, v in vals.items()}
+    return out
+
+
+def fit_isoflops(points: pd.DataFrame, level: float = 0.95, weighted: bool = False, bootstrap: int = 1000,
+                 seed: int = 0) -> dict:
     rel = fpt_relation(points)
     per_budget = [fit_budget(g, level) for _, g in points.groupby("budget", sort=True)]
     warnings = []
@@ -149,6 +223,7 @@ def fit_isoflops(points: pd.DataFrame, level: float = 0.95, weighted: bool = Fal
         warnings.append(f"only {len(good)} reliable budget(s): Approach 2 power laws not fitted (need 2, and 3 for intervals)")
     elif len(good) == 2:
         warnings.append("only 2 reliable budgets: Approach 2 power laws pass exactly through them and have no intervals")
+    exps = bootstrap_exponents(points, good, rel, bootstrap, seed, level) if good else None
     methods = {
         "parabola": "OLS of loss on (1, x, x^2), x = ln N - mean ln N, per budget; vertex SE by the delta method",
         "d_opt": "C / flops_per_token(N_opt), ln flops_per_token = intercept + slope ln N fitted over all cells",
@@ -156,4 +231,4 @@ def fit_isoflops(points: pd.DataFrame, level: float = 0.95, weighted: bool = Fal
         "reliable": "parabola opens upward, vertex inside the sizes sampled, lowest observed loss not at an end size",
     }
     return {"methods": methods, "flops_per_token_relation": rel, "per_budget": per_budget, "n_opt_law": n_law, "d_opt_law": d_law,
-            "warnings": warnings}
+            "exponents": exps, "warnings": warnings}

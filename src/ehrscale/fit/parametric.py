@@ -9,7 +9,7 @@ step 5), and L-BFGS-B runs from the best ``n_starts`` grid points; the lowest op
 wins. Internally the objective is divided by delta (same minimiser, better scaled).
 
 Intervals: percentile bootstrap over cells (resample cells with replacement, refit
-from the full-data optimum and the best few grid points of the resample).
+from the full-data optimum by the batched Levenberg-Marquardt of :mod:`ehrscale.fit.vp`).
 Compute-optimal allocation at C = 6ND: a = beta/(alpha+beta), b = alpha/(alpha+beta),
 G = (alpha A / (beta B))^(1/(alpha+beta)), N_opt = G (C/6)^a, D_opt = (C/6)^b / G.
 """
@@ -34,22 +34,30 @@ _GRID = np.array(list(itertools.product(
 _GRID[:, 3:] = np.maximum(_GRID[:, 3:], 1e-4)
 
 
-def _huber(r: np.ndarray, delta: float) -> np.ndarray:
+def _huber(r: np.ndarray, delta: float | None) -> np.ndarray:
+    """Huber loss; ``delta`` None is plain least squares (0.5 r^2)."""
+    if delta is None:
+        return 0.5 * r**2
     ar = np.abs(r)
     return np.where(ar <= delta, 0.5 * r**2, delta * (ar - 0.5 * delta))
 
 
-def _objective(theta, log_n, log_d, log_l, delta):
-    """Summed Huber / delta and its analytic gradient."""
+def _objective(theta, log_n, log_d, log_l, delta, w=None):
+    """Summed (``w``-weighted) Huber / delta and its analytic gradient; delta None: squares / 1e-3."""
     a, b, e, alpha, beta = theta
+    scale = delta or 1e-3
     t1 = a - alpha * log_n
     t2 = b - beta * log_d
     m = np.maximum(np.maximum(t1, t2), e)
     e1, e2, e3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(e - m)
     s = e1 + e2 + e3
     r = m + np.log(s) - log_l
-    f = _huber(r, delta).sum() / delta
-    dr = np.clip(r, -delta, delta) / (delta * s)  # dHuber/dr / delta, times d pred / d t_i = e_i / s
+    h = _huber(r, delta)
+    psi = r if delta is None else np.clip(r, -delta, delta)  # dHuber/dr
+    if w is not None:
+        h, psi = w * h, w * psi
+    f = h.sum() / scale
+    dr = psi / (scale * s)  # times d pred / d t_i = e_i / s
     g1, g2 = dr * e1, dr * e2
     return f, np.array([g1.sum(), g2.sum(), (dr * e3).sum(), -(g1 @ log_n), -(g2 @ log_d)])
 
@@ -121,10 +129,18 @@ def allocate_flops(p, budget: float, fpt_relation: dict, half_width: float = 6.0
         log_d = math.log(budget) - (fpt_relation["intercept"] + fpt_relation["slope"] * log_n)
         loss = E + A * np.exp(-alpha * log_n) + B * np.exp(-beta * log_d)
     loss = np.where(np.isfinite(loss), loss, np.inf)
-    i = np.argmin(loss, axis=1)
+    i = np.clip(np.argmin(loss, axis=1), 1, steps - 2)
     rows = np.arange(loss.shape[0])
-    ln, ld = log_n[rows, i], log_d[rows, i]
-    out = {"n_opt": np.exp(ln), "d_opt": np.exp(ld), "tokens_per_param": np.exp(ld - ln), "loss": loss[rows, i]}
+    # parabolic interpolation through the grid minimum and its neighbours: sub-step accuracy
+    lm, l0, lp = loss[rows, i - 1], loss[rows, i], loss[rows, i + 1]
+    with np.errstate(all="ignore"):
+        shift = 0.5 * (lm - lp) / (lm - 2 * l0 + lp)
+    shift = np.where(np.isfinite(shift), np.clip(shift, -1, 1), 0.0)
+    ln = log_n[rows, i] + shift * (log_n[rows, 1] - log_n[rows, 0])
+    ld = math.log(budget) - (fpt_relation["intercept"] + fpt_relation["slope"] * ln)
+    with np.errstate(all="ignore"):
+        best = E[:, 0] + A[:, 0] * np.exp(-alpha[:, 0] * ln) + B[:, 0] * np.exp(-beta[:, 0] * ld)
+    out = {"n_opt": np.exp(ln), "d_opt": np.exp(ld), "tokens_per_param": np.exp(ld - ln), "loss": best}
     scalar = np.ndim(p[0]) == 0
     return {k: (float(v[0]) if scalar else v) for k, v in out.items()}
 
@@ -134,26 +150,32 @@ def predict(p, n, d):
     return E + A / np.asarray(n, float) ** alpha + B / np.asarray(d, float) ** beta
 
 
+def _bootstrap(n, d, loss, theta, reps: int, rng, delta) -> np.ndarray:
+    """Cell bootstrap: each resample (cells with replacement, as multinomial weights) is refitted from the
+    full-data optimum, all at once by the batched Levenberg-Marquardt of :mod:`ehrscale.fit.vp` (the same
+    Huber objective; thousands of scipy L-BFGS-B calls took minutes on a poorly posed law)."""
+    from ehrscale.fit.vp import refine_batch
+
+    if not reps:
+        return np.empty((0, 5))
+    counts = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=reps).astype(float)
+    th, _ = refine_batch(np.tile(theta, (reps, 1)), np.log(n), np.log(d), np.log(loss), counts, delta)
+    out = np.column_stack([np.exp(th[:, 2]), np.exp(th[:, 0]), np.exp(th[:, 1]), th[:, 3], th[:, 4]])
+    return np.where(np.all(np.isfinite(out), axis=1)[:, None], out, np.nan)
+
+
 def fit_parametric(n, d, loss, *, delta=1e-3, bootstrap=200, seed=0, level=0.95, n_starts=16,
-                   boot_starts=1, budgets=()) -> dict:
+                   budgets=()) -> dict:
     with single_threaded_blas():  # entered once here, so the nested per-fit entries are cheap no-ops
-        return _fit_parametric(n, d, loss, delta, bootstrap, seed, level, n_starts, boot_starts, budgets)
+        return _fit_parametric(n, d, loss, delta, bootstrap, seed, level, n_starts, budgets)
 
 
-def _fit_parametric(n, d, loss, delta, bootstrap, seed, level, n_starts, boot_starts, budgets) -> dict:
+def _fit_parametric(n, d, loss, delta, bootstrap, seed, level, n_starts, budgets) -> dict:
     n, d, loss = (np.asarray(v, float) for v in (n, d, loss))
     theta, obj = fit_once(n, d, loss, delta, n_starts)
     p = natural(theta)
     rng = np.random.default_rng(seed)
-    samples = []
-    for _ in range(int(bootstrap)):
-        idx = rng.integers(0, len(n), len(n))
-        try:
-            th, _ = fit_once(n[idx], d[idx], loss[idx], delta, boot_starts, extra_starts=[theta])
-        except EhrscaleError:  # a degenerate resample: left out of the intervals
-            th = np.full(5, np.nan)
-        samples.append(natural(th))
-    samples = np.array(samples).reshape(-1, 5)
+    samples = _bootstrap(n, d, loss, theta, int(bootstrap), rng, delta)
     ok = np.all(np.isfinite(samples), axis=1)
     samples = samples[ok]
     params = {name: percentile_interval(p[i], samples[:, i], level) for i, name in enumerate(PARAM_NAMES)}
@@ -173,7 +195,7 @@ def _fit_parametric(n, d, loss, delta, bootstrap, seed, level, n_starts, boot_st
         "huber_delta": delta, "objective_value": obj, "n_cells": int(len(n)),
         "residual_log_loss_rms": float(np.sqrt(np.mean(resid**2))),
         "bootstrap": {"requested": int(bootstrap), "succeeded": int(ok.sum()), "seed": int(seed),
-                      "method": "percentile, resampling cells with replacement",
+                      "method": "percentile, resampling cells with replacement, refitted from the full-data optimum",
                       "param_names": list(PARAM_NAMES), "samples": samples.tolist()},
         "at_budgets": at_budgets,
     }
