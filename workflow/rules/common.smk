@@ -7,7 +7,7 @@ from snakemake.settings.types import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from ehrscale.config import validate_config
-from ehrscale.data import read_stats
+from ehrscale.store import read_stats
 from ehrscale.grid import GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid
 
 # Fails before any job runs, naming each bad key.
