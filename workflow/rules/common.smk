@@ -87,3 +87,18 @@ def cell_sizes(wildcards):
     sizes = config["model_sizes"]
     size = parse_cell_id(wildcards.cell)[0]
     return sizes if isinstance(sizes, str) else json.dumps({size: sizes[size]}, sort_keys=True)
+
+
+# ---- clinical utility (probe.smk, fit.smk)
+
+
+def task_labels(wildcards=None):
+    return [f"{RESULTS}/labels/{task}.parquet" for task in config["labels"]["tasks"]]
+
+
+def probed_cells(wildcards):
+    return [f"{RESULTS}/probes/{cell.id}/metrics.json" for cell in grid_cells()]
+
+
+def baselines(wildcards=None):
+    return [f"{RESULTS}/baseline/{task}.json" for task in config["labels"]["tasks"]]
