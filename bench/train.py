@@ -36,7 +36,8 @@ import torch
 
 
 def build_batches(args) -> list:
-    from ehrscale.data import TokenSplit, WindowStream, write_synthetic_tokens
+    from ehrscale.data import WindowStream, write_synthetic_tokens
+    from ehrscale.store import TokenSplit
 
     tmp = tempfile.mkdtemp(prefix="ehrscale-bench-")
     write_synthetic_tokens(tmp, vocab_size=args.vocab, n_subjects={"train": 300, "tuning": 2, "held_out": 2},

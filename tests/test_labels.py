@@ -14,8 +14,9 @@ import yaml
 from ehrscale.cli import main as cli_main
 from ehrscale.errors import EhrscaleError
 from ehrscale.labels import LABEL_SCHEMA, TaskSpec, compute_labels, make_labels, read_events
-from ehrscale.probe_inputs import probe_input, probe_inputs, probe_span, to_us
-from ehrscale.tokenize import SplitTokens, TokenizeSettings, tokenize
+from ehrscale.probe_inputs import probe_inputs
+from ehrscale.store import TokenSplit, probe_input, probe_span, to_us
+from ehrscale.tokenize import TokenizeSettings, tokenize
 from ehrscale.vocab import STATIC_PREFIX_LEN, Vocab
 from meds_fixtures import ev, synthetic_events, write_meds
 
@@ -132,13 +133,20 @@ def test_label_splits_match_token_splits(demo):
 # --------------------------------------------------------------------------- no lookahead
 
 
+def _starts_event(vocab: Vocab, token: int, previous: int) -> bool:
+    """Independent of ehrscale.store: a token starts an event unless it is a value or code detail
+    token, or follows an interval token (which belongs to the event after it)."""
+    g, gp = vocab.groups[int(token)], vocab.groups[int(previous)]
+    return not (g == "QUANTILE" or g.endswith("_DETAIL") or g == "ICD10PCS" or gp == "INTERVAL")
+
+
 def _check_probes(root: Path, context_length: int) -> int:
     vocab = Vocab.load(root / "tok")
     n = 0
     for t in DEFAULT_TASKS:
         df = _labels(root, t)
         for split, part in df.groupby("split"):
-            st = SplitTokens.load(root / "tok" / split)
+            st = TokenSplit(root / "tok" / split)
             idx = st.index_of(part["subject_id"].to_numpy())
             times = to_us(part["prediction_time"].to_numpy())
             batch, lengths = probe_inputs(st, part["subject_id"].to_numpy(), part["prediction_time"].to_numpy(), context_length)
@@ -153,7 +161,11 @@ def _check_probes(root: Path, context_length: int) -> int:
                 body = np.arange(a + STATIC_PREFIX_LEN, b - 1)
                 before = body[tm[body] < pt]
                 keep = before[max(0, len(before) - (context_length - STATIC_PREFIX_LEN)) :]
+                while len(keep) and keep[0] > body[0] and not _starts_event(vocab, tk[keep[0]], tk[keep[0] - 1]):
+                    keep = keep[1:]  # the cut moves right to the next event boundary
                 assert np.array_equal(x, np.concatenate([tk[a : a + STATIC_PREFIX_LEN], tk[keep]]))
+                if len(keep) and keep[0] > body[0]:
+                    assert len(before) - len(keep) >= len(before) - (context_length - STATIC_PREFIX_LEN)
                 assert len(x) <= context_length and vocab.tokens[x[0]].startswith("GENDER//")
                 assert "[TIMELINE_END]" not in {vocab.tokens[j] for j in x}
                 assert lengths[r] == len(x) and np.array_equal(batch[r, : len(x)], x) and (batch[r, len(x) :] == 0).all()
@@ -179,7 +191,7 @@ def test_discharge_diagnoses_invisible_at_admission_tasks(demo):
     for task in ("in_hospital_mortality", "icu_admission"):
         df = _labels(demo, task)
         for split, part in df.groupby("split"):
-            st = SplitTokens.load(demo / "tok" / split)
+            st = TokenSplit(demo / "tok" / split)
             for sid, pt, h in zip(part["subject_id"], part["prediction_time"], part["hadm_id"]):
                 i = int(st.index_of([sid])[0])
                 a, cut, end = probe_span(st, i, pt, 10**6)
@@ -190,7 +202,7 @@ def test_discharge_diagnoses_invisible_at_admission_tasks(demo):
 
 
 def test_probe_before_any_event_is_prefix_only(synth):
-    st = SplitTokens.load(synth / "tok" / "train")
+    st = TokenSplit(synth / "tok" / "train")
     x = probe_input(st, 0, int(st.times[STATIC_PREFIX_LEN]), 32)  # exactly at the first event: excluded
     assert len(x) == STATIC_PREFIX_LEN
     with pytest.raises(EhrscaleError, match="context_length"):
@@ -256,7 +268,7 @@ def test_static_prefix_is_known_at_every_prediction_time(demo):
     for t in DEFAULT_TASKS:
         df = _labels(demo, t)
         for split, part in df.groupby("split"):
-            st = SplitTokens.load(demo / "tok" / split)
+            st = TokenSplit(demo / "tok" / split)
             idx = st.index_of(part["subject_id"].to_numpy())
             first_event = np.asarray(st.times)[np.asarray(st.offsets)[idx] + STATIC_PREFIX_LEN]
             pt = to_us(part["prediction_time"].to_numpy())

@@ -20,8 +20,8 @@ import pytest
 
 from ehrscale.extract import ExtractSettings, extract
 from ehrscale.labels import TaskSpec, compute_labels, read_events
-from ehrscale.probe_inputs import probe_input
-from ehrscale.tokenize import SplitTokens, TokenizeSettings, tokenize
+from ehrscale.store import TokenSplit, probe_input
+from ehrscale.tokenize import TokenizeSettings, tokenize
 from ehrscale.vocab import Vocab
 from raw_fixtures import write_raw
 
@@ -70,7 +70,7 @@ def test_procedures_never_reach_an_input_before_they_happened(chain):
     root, _ = chain
     true_time = {f"ICD10PCS//{code[1:4]}": pd.Timestamp(t) for _, _, _, code, t in PROCEDURES}
     vocab = Vocab.load(root / "tokens" / "vocab.json")
-    tokens = SplitTokens.load(root / "tokens" / "train")
+    tokens = TokenSplit(root / "tokens" / "train")
     events = read_events(root / "meds", {"ICU_ADMISSION//"})
     checked, seen, leaks = 0, set(), []
     for task in TASKS:

@@ -15,7 +15,8 @@ from ehrscale.cli import main as cli_main
 from ehrscale.errors import EhrscaleError
 from ehrscale.io import load_settings
 from ehrscale.splits import SPLITS
-from ehrscale.tokenize import SplitTokens, TokenizeSettings, decode, tokenize
+from ehrscale.store import TokenSplit
+from ehrscale.tokenize import TokenizeSettings, decode, tokenize
 from ehrscale.vocab import (
     INTERVAL_EDGES_US,
     INTERVAL_LONG,
@@ -155,14 +156,14 @@ def test_held_out_only_codes_map_to_unknown(tmp_path):
     tokenize(meds, tmp_path / "tok", TokenizeSettings(min_count=2))
     vocab = Vocab.load(tmp_path / "tok")
     assert "MEDICATION//HeldOutOnly" not in vocab.token_to_id and "MEDICATION//Rare" not in vocab.token_to_id
-    split = SplitTokens.load(tmp_path / "tok" / "held_out")
+    split = TokenSplit(tmp_path / "tok" / "held_out")
     i = int(np.flatnonzero(np.asarray(split.subject_ids) == 8)[0])
     toks = [vocab.tokens[x] for x in split.subject(i)[0]]
     tail = toks[toks.index("MEDICATION//[UNK]") :]
     assert tail[:5] == ["MEDICATION//[UNK]", "ICD10CM//[UNK]", "ICD10CM_DETAIL//[UNK]", "[UNK]", "LAB//[UNK]"]
     assert tail[5] == "[TIMELINE_END]"  # an unknown numeric item loses its value token
     # the rare train code (1 < min_count) is unknown in train too
-    tr = SplitTokens.load(tmp_path / "tok" / "train")
+    tr = TokenSplit(tmp_path / "tok" / "train")
     toks0 = [vocab.tokens[x] for x in tr.subject(int(np.flatnonzero(np.asarray(tr.subject_ids) == 1)[0]))[0]]
     assert "MEDICATION//[UNK]" in toks0
 
@@ -202,7 +203,7 @@ def test_interval_tokens(tmp_path):
     meds = write_meds(tmp_path / "meds", events * 1, {1: "train"})
     tokenize(meds, tmp_path / "tok", TokenizeSettings(min_count=1))
     v = Vocab.load(tmp_path / "tok")
-    toks = [v.tokens[x] for x in SplitTokens.load(tmp_path / "tok" / "train").subject(0)[0]]
+    toks = [v.tokens[x] for x in TokenSplit(tmp_path / "tok" / "train").subject(0)[0]]
     rem = pd.Timedelta(days=400).value // 1000 - 2 * SIX_MONTHS_US
     rem_tok = INTERVAL_TOKENS[int(np.searchsorted(INTERVAL_EDGES_US, rem, side="right")) - 1]
     assert rem_tok == "[INTERVAL//1mt-3mt]"
@@ -219,7 +220,7 @@ def test_static_prefix_uses_first_admission(tmp_path):
     meds = write_meds(tmp_path / "meds", events, {1: "train"})
     tokenize(meds, tmp_path / "tok", TokenizeSettings(min_count=1))
     v = Vocab.load(tmp_path / "tok")
-    toks = [v.tokens[x] for x in SplitTokens.load(tmp_path / "tok" / "train").subject(0)[0]]
+    toks = [v.tokens[x] for x in TokenSplit(tmp_path / "tok" / "train").subject(0)[0]]
     # age at the first timeline event (2111-05-01: 61), race/marital of the first admission
     assert toks[:4] == ["GENDER//M", "RACE//ASIAN", "MARITAL//SINGLE", "AGE//60-64"]
     assert "MARITAL_STATUS//MARRIED" in toks and not any(t.startswith("RACE//W") for t in toks)
@@ -234,7 +235,7 @@ def test_static_prefix_never_reveals_a_later_admission(tmp_path):
     meds = write_meds(tmp_path / "meds", events, {1: "train"})
     tokenize(meds, tmp_path / "tok", TokenizeSettings(min_count=1))
     v = Vocab.load(tmp_path / "tok")
-    toks = [v.tokens[x] for x in SplitTokens.load(tmp_path / "tok" / "train").subject(0)[0]]
+    toks = [v.tokens[x] for x in TokenSplit(tmp_path / "tok" / "train").subject(0)[0]]
     assert toks[:3] == ["GENDER//F", "RACE//WHITE", "MARITAL//UNKNOWN"]
 
 
@@ -260,7 +261,7 @@ def test_decode_roundtrip(which, synth, demo):
     for split in SPLITS:
         df = _read_split(meds, split)
         df = df[df["time"].notna()]
-        st = SplitTokens.load(tok / split)
+        st = TokenSplit(tok / split)
         for i, sid in enumerate(np.asarray(st.subject_ids).tolist()):
             sub = df[df["subject_id"] == sid]
             tokens, _ = st.subject(i)
@@ -283,7 +284,7 @@ def test_decode_restores_codes_when_known(synth):
 
     meds, tok, _, _ = synth
     vocab = Vocab.load(tok)
-    st = SplitTokens.load(tok / "train")
+    st = TokenSplit(tok / "train")
     df = _read_split(meds, "train")
     sid = int(st.subject_ids[0])
     patient = df[df["subject_id"] == sid]

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from ehrscale.cli import main
-from ehrscale.data import TokenSplit, WindowStream, make_segments, validation_batches, write_synthetic_tokens
+from ehrscale.data import WindowStream, make_segments, validation_batches, write_synthetic_tokens
+from ehrscale.store import TokenSplit
 from ehrscale.errors import EhrscaleError
 from ehrscale.io import load_settings
 from ehrscale.train import (EXIT_PREEMPTED, LOG_COLUMNS, METRICS_KEYS, TrainSettings, batch_size_for,

@@ -21,6 +21,7 @@ def write_config(workdir: Path, budgets: list[float], replicates: dict | None = 
     config["grid"].update(budgets=budgets, sizes=["d8L2", "d12L2", "d16L2", "d24L2"])
     config["train"].update(min_steps=40, val_windows=32, log_every_steps=10)
     config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=50, calibration_sims=2, calibration_bootstrap=10)
+    config["probe"] = {"bootstrap": 50, "min_positives": 2}
     if replicates:
         config["fit"]["replicates"] = replicates
     path = workdir / "e2e.yaml"
@@ -71,6 +72,22 @@ def test_dag_produces_every_stage(first_run):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
     assert scaling["calibration"]["noise"]["source"].startswith("fit residuals")  # replicates are opt-in, off by default
     assert not (results / "replicates").exists()
+    # the probe stage: every cell embeds and probes every task; one baseline per task; utility laws
+    tasks = ("in_hospital_mortality", "long_los", "readmission_30d", "icu_admission")
+    for path in metrics:
+        probe_dir = results / "probes" / path.parent.name
+        assert (probe_dir / "embeddings.npz").exists()
+        rec = json.loads((probe_dir / "metrics.json").read_text())
+        assert set(rec["tasks"]) == set(tasks)
+        assert all(r["status"] in ("ok", "skipped") for r in rec["tasks"].values())
+        assert all((probe_dir / f"{t}.predictions.parquet").exists() for t in tasks)
+    for t in tasks:
+        assert json.loads((results / "baseline" / f"{t}.json").read_text())["task"] == t
+    utility = json.loads((results / "fits" / "utility.json").read_text())
+    assert set(utility["tasks"]) == set(tasks)
+    assert "## Clinical utility" in (results / "summary.md").read_text()
+    for name in ("utility_compute", "utility_loss"):
+        assert (results / "figures" / f"{name}.png").stat().st_size > 1000
     for log in ("extract", "tokenize", "fit"):
         assert (results / "logs" / f"{log}.log").exists()
         assert (results / "benchmarks" / f"{log}.tsv").exists()
@@ -86,11 +103,14 @@ def test_rerun_does_nothing(first_run, workdir):
 def test_adding_a_budget_trains_only_new_cells(first_run, workdir):
     results, _ = first_run
     before = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("runs/*/metrics.json")}
+    embeddings_before = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("probes/*/embeddings.npz")}
     config = write_config(workdir, [1e10, 3e10, 1e11])
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
     after = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("runs/*/metrics.json")}
     assert {cell: after[cell] for cell in before} == before, "an already-trained cell was retrained"
+    embedded = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("probes/*/embeddings.npz")}
+    assert {cell: embedded[cell] for cell in before} == {c: embeddings_before[c] for c in before}, "a cell was re-embedded"
     new = set(after) - set(before)
     assert new and all(cell.startswith("C1e11_") for cell in new)
     points = pd.read_csv(results / "fits" / "points.csv")
@@ -103,7 +123,8 @@ def test_html_report_has_every_figure(first_run, workdir):
     result = snakemake(workdir, config, "--report", str(report))
     assert result.returncode == 0, result.stderr[-4000:]
     html = report.read_text(errors="replace")
-    for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "summary"):
+    for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "summary",
+                 "utility_compute", "utility_loss"):
         assert name in html
 
 

@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "labels": ("ehrscale.labels", "write clinical task labels in the MEDS label schema"),
     "plan": ("ehrscale.grid", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),
     "train": ("ehrscale.train", "train one IsoFLOPs cell"),
+    "embed": ("ehrscale.probe.embed", "embed every task's labelled examples with one trained cell"),
+    "probe": ("ehrscale.probe.linear", "fit the linear probe of one cell's embeddings on every task"),
+    "baseline": ("ehrscale.probe.baseline", "fit the no-model baseline (bag of codes) of one task"),
     "fit": ("ehrscale.fit", "fit scaling laws to the trained cells"),
 }
 

@@ -1,8 +1,7 @@
-"""Training windows over the tokenizer's flat token arrays, read through memmaps.
+"""Training windows over the token store (:mod:`ehrscale.store`, which owns the layout).
 
-A split directory holds ``tokens.npy`` (flat uint16/uint32) and ``offsets.npy`` (int64,
-n_subjects + 1): patient ``p`` is ``tokens[offsets[p]:offsets[p+1]]``. Only ``offsets`` is
-read into memory; tokens are sliced from the memmap a row at a time.
+Patient ``p`` of a split is ``tokens[offsets[p]:offsets[p+1]]``; tokens are sliced from the
+memmap a row at a time.
 
 **Windows never cross a patient boundary** (the paper's change to ETHOS). A patient of
 ``n`` tokens has ``n - 1`` next-token targets. It is cut into consecutive *segments* of at
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from ehrscale.errors import EhrscaleError
+from ehrscale.store import TokenSplit
 
 WINDOW_MODES = ("pack", "pad")
 
@@ -54,44 +54,6 @@ class Batch:
     def to(self, device) -> "Batch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.inputs), move(self.targets), move(self.positions), move(self.segments), self.n_targets)
-
-
-def read_stats(tokens_dir: str | Path) -> dict:
-    path = Path(tokens_dir) / "stats.json"
-    if not path.exists():
-        raise EhrscaleError(f"token stats not found: {path}")
-    stats = json.loads(path.read_text())
-    if "vocab_size" not in stats:
-        raise EhrscaleError(f"{path} has no 'vocab_size'")
-    return stats
-
-
-def target_tokens_from_stats(stats: dict, split: str = "train") -> int | None:
-    """Next-token targets in a split: n_tokens - n_subjects (each patient's first token is no target)."""
-    s = stats.get("splits", {}).get(split)
-    if not s:
-        return None
-    return int(s["n_tokens"]) - int(s["n_subjects"])
-
-
-class TokenSplit:
-    """One split of the token arrays: tokens memmapped, offsets in memory."""
-
-    def __init__(self, split_dir: str | Path) -> None:
-        split_dir = Path(split_dir)
-        for name in ("tokens.npy", "offsets.npy"):
-            if not (split_dir / name).exists():
-                raise EhrscaleError(f"missing {split_dir / name}")
-        self.path = split_dir
-        self.tokens = np.load(split_dir / "tokens.npy", mmap_mode="r")
-        self.offsets = np.asarray(np.load(split_dir / "offsets.npy"), dtype=np.int64)
-        if self.offsets.ndim != 1 or len(self.offsets) < 1 or self.offsets[0] != 0 or self.offsets[-1] != len(self.tokens):
-            raise EhrscaleError(f"{split_dir / 'offsets.npy'} does not span {split_dir / 'tokens.npy'}")
-        lengths = np.diff(self.offsets)
-        if (lengths < 0).any():
-            raise EhrscaleError(f"{split_dir / 'offsets.npy'} is not non-decreasing")
-        self.n_subjects = len(lengths)
-        self.n_targets = int(np.maximum(lengths - 1, 0).sum())
 
 
 def make_segments(offsets: np.ndarray, context_length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -176,7 +176,7 @@ def find_cell(cell: str, sizes, grid, vocab_size, context_length, train_tokens, 
 
 def plan_from_config(config: dict, tokens_dir: str | Path) -> tuple[list[Cell], list[tuple[Cell, str]]]:
     """The grid for a workflow config once the tokens exist (vocab size and train-split size)."""
-    from ehrscale.data import read_stats, target_tokens_from_stats
+    from ehrscale.store import read_stats, target_tokens_from_stats
 
     stats = read_stats(tokens_dir)
     model = load_settings(ModelSettings, config.get("model"), "model")
@@ -261,7 +261,7 @@ def run(args) -> int:
     train = load_settings(TrainSettings, config.get("train"), "train")
     vocab_size, train_tokens = args.vocab_size, None
     if args.tokens_stats:
-        from ehrscale.data import target_tokens_from_stats
+        from ehrscale.store import target_tokens_from_stats
 
         p = Path(args.tokens_stats)
         p = p / "stats.json" if p.is_dir() else p

@@ -290,6 +290,16 @@ class GPT(nn.Module):
                 nn.init.normal_(p, std=s)
 
     def forward(self, idx, targets=None, positions=None, segments=None):
+        x = self.hidden_states(idx, positions, segments)
+        logits = F.linear(x, self.embed.weight)  # tied output head
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def hidden_states(self, idx, positions=None, segments=None) -> torch.Tensor:
+        """The final hidden states (B, T, d_model), after the last RMSNorm: what the head reads,
+        and the embedding a probe uses. Causal: position i depends on idx[:, :i+1] only."""
         b, t = idx.shape
         if t > self.cfg.context_length:
             raise EhrscaleError(f"sequence length {t} exceeds context_length {self.cfg.context_length}")
@@ -305,14 +315,37 @@ class GPT(nn.Module):
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, cos, sin, mask)
-        x = self.norm(x)
-        logits = F.linear(x, self.embed.weight)  # tied output head
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
+        return self.norm(x)
 
     def num_params(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())
         emb = self.embed.weight.numel()
         return {"total": total, "non_embedding": total - emb, "embedding": emb}
+
+
+def load_model(path, map_location="cpu") -> tuple[GPT, dict]:
+    """Rebuild a trained model from its ``model.pt`` alone (``{"config", "state_dict", "cell"}``).
+
+    Returns ``(model in eval mode, checkpoint dict without the state_dict)``."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise EhrscaleError(f"model file not found: {path}")
+    try:
+        ck = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # a truncated or foreign file
+        raise EhrscaleError(f"cannot read model file {path}: {err}") from err
+    if not isinstance(ck, dict) or not {"config", "state_dict"} <= set(ck):
+        raise EhrscaleError(f"{path} is not an ehrscale model file (needs 'config' and 'state_dict')")
+    fields = {f.name for f in dataclasses.fields(GPTConfig)}
+    unknown = sorted(set(ck["config"]) - fields)
+    if unknown:
+        raise EhrscaleError(f"{path}: unknown model config key(s) {unknown}")
+    model = GPT(GPTConfig(**ck["config"]))
+    try:
+        model.load_state_dict(ck["state_dict"])
+    except RuntimeError as err:
+        raise EhrscaleError(f"{path}: the weights do not match the stored config: {err}") from err
+    model.eval()
+    return model, {k: v for k, v in ck.items() if k != "state_dict"}

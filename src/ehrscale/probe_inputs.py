@@ -1,60 +1,30 @@
-"""Model inputs for a prediction task, without lookahead.
+"""Model inputs for a prediction task, without lookahead: batches of the token store's
+prediction-time cut (:func:`ehrscale.store.probe_span`, which also says how the cut respects
+event boundaries), and the examples of a task's label file.
 
-A probe input for (patient, prediction_time) is the patient's static prefix followed by the
-patient's tokens whose timestamp is *strictly before* prediction_time, truncated from the left so
-that prefix + kept tokens fit ``context_length``. Token times are non-decreasing within a patient
-(intervals carry the time of the event that follows them), so the cut is one ``searchsorted``.
-The ``[TIMELINE_END]`` token is never included (it would reveal that nothing follows). Because
-the tokenizer places diagnoses and DRGs at the admission's dischtime, they are invisible to any
-task predicted before discharge.
+Label files hold exactly the MEDS label columns (``subject_id``, ``prediction_time``,
+``boolean_value``; the nullable value columns are ignored): an example's split is the token
+split whose subjects contain its subject_id. Because the tokenizer places diagnoses and DRGs at
+the admission's dischtime, they are invisible to any task predicted before discharge.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 
 from ehrscale.errors import EhrscaleError
-from ehrscale.tokenize import SplitTokens
-from ehrscale.vocab import STATIC_PREFIX_LEN
+from ehrscale.store import TokenSplit, probe_input, split_of_subjects, to_us
 
-__all__ = ["probe_input", "probe_inputs", "probe_span", "to_us", "load_task_inputs"]
+__all__ = ["probe_inputs", "read_labels", "load_task_inputs"]
 
-
-def to_us(t) -> np.ndarray | int:
-    """Timestamps (numpy datetime64 / pandas / int µs) -> int64 µs since epoch."""
-    a = np.asarray(t)
-    if np.issubdtype(a.dtype, np.datetime64):
-        a = a.astype("datetime64[us]").astype(np.int64)
-    elif a.dtype == object:
-        a = np.asarray([np.datetime64(x, "us") for x in a.ravel()]).astype(np.int64).reshape(a.shape)
-    else:
-        a = a.astype(np.int64)
-    return int(a) if a.ndim == 0 else a
-
-
-def probe_span(split: SplitTokens, patient_index: int, prediction_time, context_length: int) -> tuple[int, int, int]:
-    """(start, cut, end): the prefix is tokens[start:start+P], the body tokens[cut:end] (absolute indices)."""
-    if context_length <= STATIC_PREFIX_LEN:
-        raise EhrscaleError(f"context_length must exceed the static prefix ({STATIC_PREFIX_LEN}), got {context_length}")
-    if not 0 <= patient_index < len(split):
-        raise EhrscaleError(f"patient_index {patient_index} out of range for a split of {len(split)} subjects")
-    t = to_us(prediction_time)
-    a, b = int(split.offsets[patient_index]), int(split.offsets[patient_index + 1])
-    body_start, body_stop = a + STATIC_PREFIX_LEN, b - 1  # exclude [TIMELINE_END]
-    end = body_start + int(np.searchsorted(np.asarray(split.times[body_start:body_stop]), t, side="left"))
-    cut = max(body_start, end - (context_length - STATIC_PREFIX_LEN))
-    return a, cut, end
-
-
-def probe_input(split: SplitTokens, patient_index: int, prediction_time, context_length: int) -> np.ndarray:
-    """The patient's token ids for a prediction at ``prediction_time`` (at most ``context_length``)."""
-    a, cut, end = probe_span(split, patient_index, prediction_time, context_length)
-    tok = split.tokens
-    return np.concatenate([np.asarray(tok[a : a + STATIC_PREFIX_LEN]), np.asarray(tok[cut:end])]).astype(np.int64)
+LABEL_COLUMNS = ("subject_id", "prediction_time", "boolean_value")
 
 
 def probe_inputs(
-    split: SplitTokens,
+    split: TokenSplit,
     subject_ids,
     prediction_times,
     context_length: int,
@@ -80,21 +50,41 @@ def probe_inputs(
     return out, lengths
 
 
-def load_task_inputs(tokens_dir, labels_file, split: str, context_length: int, pad_id: int = 0,
-                     padding_side: str = "right") -> dict:
-    """Probe inputs and labels of one split of a task: ids, lengths, labels, subject_ids, prediction_times."""
-    from pathlib import Path
-
+def read_labels(labels_file, tokens_dir) -> pd.DataFrame:
+    """A task's examples: subject_id, prediction_time (int64 µs), label (bool) and split (from the store)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     labels_file = Path(labels_file)
     if not labels_file.exists():
         raise EhrscaleError(f"labels not found: {labels_file}")
-    df = pq.read_table(labels_file, columns=["subject_id", "prediction_time", "boolean_value"]).to_pandas()
-    st = SplitTokens.load(Path(tokens_dir) / split)
-    df = df[np.isin(df["subject_id"].to_numpy(np.int64), np.asarray(st.subject_ids))]  # this split's subjects
+    try:
+        table = pq.read_table(labels_file)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise EhrscaleError(f"cannot read labels {labels_file}: {err}") from err
+    missing = [c for c in LABEL_COLUMNS if c not in table.column_names]
+    if missing:
+        raise EhrscaleError(f"{labels_file} lacks the MEDS label column(s) {missing}")
+    df = table.select(list(LABEL_COLUMNS)).to_pandas()
+    if df["boolean_value"].isna().any():
+        raise EhrscaleError(f"{labels_file}: column boolean_value has nulls")
+    out = pd.DataFrame({
+        "subject_id": df["subject_id"].to_numpy(np.int64),
+        "prediction_time": to_us(df["prediction_time"].to_numpy().astype("datetime64[us]")),
+        "label": df["boolean_value"].to_numpy(bool),
+    })
+    out["split"] = split_of_subjects(tokens_dir, out["subject_id"].to_numpy())
+    return out
+
+
+def load_task_inputs(tokens_dir, labels_file, split: str, context_length: int, pad_id: int = 0,
+                     padding_side: str = "right") -> dict:
+    """Probe inputs and labels of one split of a task: ids, lengths, labels, subject_ids, prediction_times."""
+    df = read_labels(labels_file, tokens_dir)
+    df = df[df["split"] == split]
+    st = TokenSplit(Path(tokens_dir) / split)
     sids = df["subject_id"].to_numpy(np.int64)
-    times = df["prediction_time"].to_numpy().astype("datetime64[us]")
+    times = df["prediction_time"].to_numpy(np.int64)
     ids, lengths = probe_inputs(st, sids, times, context_length, pad_id, padding_side)
-    return {"ids": ids, "lengths": lengths, "labels": df["boolean_value"].to_numpy(bool),
-            "subject_ids": sids, "prediction_times": times.astype(np.int64)}
+    return {"ids": ids, "lengths": lengths, "labels": df["label"].to_numpy(bool),
+            "subject_ids": sids, "prediction_times": times}

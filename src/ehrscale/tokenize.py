@@ -1,6 +1,7 @@
 """MEDS timelines -> ETHOS-style token streams (``ehrscale tokenize MEDS_DIR TOKENS_DIR``).
 
-Output layout (written atomically as one directory)::
+This module only writes the token store; every reader goes through :mod:`ehrscale.store`,
+which owns the layout. Output layout (written atomically as one directory)::
 
     TOKENS/vocab.json                     see ehrscale.vocab (fitted on train only)
     TOKENS/stats.json                     vocab_size, per-split n_subjects / n_tokens, tokens_per_subject
@@ -21,7 +22,7 @@ the extractor's stable order for equal times). Times are non-decreasing within a
 
 Dropped (documented lossy steps): ``text_value``; static (null-time) codes other than
 ``GENDER//``; ``RACE//`` events (folded into the prefix). Windowing for training (never across
-patients) lives in :mod:`ehrscale.data`; probes for tasks in :mod:`ehrscale.probe_inputs`.
+patients) lives in :mod:`ehrscale.data`; the prediction-time cut in :mod:`ehrscale.store`.
 
 Memory does not grow with the cohort: the vocabulary is fitted by DuckDB aggregates over the
 train shards, and the streams are encoded one parquet shard at a time (a subject never spans
@@ -504,44 +505,7 @@ def tokenize(meds_dir: str | Path, tokens_dir: str | Path, settings: TokenizeSet
     return stats
 
 
-# --------------------------------------------------------------------------- reading and decoding
-
-
-@dataclass
-class SplitTokens:
-    """One split's token arrays (memory-mapped)."""
-
-    tokens: np.ndarray
-    offsets: np.ndarray
-    times: np.ndarray
-    subject_ids: np.ndarray
-
-    @classmethod
-    def load(cls, split_dir: str | Path, mmap: bool = True) -> "SplitTokens":
-        d = Path(split_dir)
-        if not d.is_dir():
-            raise EhrscaleError(f"token split directory not found: {d}")
-        mode = "r" if mmap else None
-        return cls(*(np.load(d / f"{k}.npy", mmap_mode=mode) for k in ("tokens", "offsets", "times", "subject_ids")))
-
-    def __len__(self) -> int:
-        return len(self.subject_ids)
-
-    def index_of(self, subject_ids) -> np.ndarray:
-        """Row index of each subject id (raises if one is absent)."""
-        sids = np.asarray(self.subject_ids)
-        order = np.argsort(sids, kind="stable")
-        q = np.asarray(subject_ids, np.int64)
-        pos = np.searchsorted(sids[order], q)
-        pos = np.clip(pos, 0, max(len(sids) - 1, 0))
-        if len(sids) == 0 or (sids[order][pos] != q).any():
-            missing = q[(len(sids) == 0) | (sids[order][pos] != q)] if len(sids) else q
-            raise EhrscaleError(f"subject_id(s) not in this token split: {missing[:5].tolist()}")
-        return order[pos]
-
-    def subject(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
-        return np.asarray(self.tokens[a:b]), np.asarray(self.times[a:b])
+# --------------------------------------------------------------------------- decoding
 
 
 _MERGE_GROUPS = {"ICD10CM_DETAIL", "ICD9CM_DETAIL", "ICD9PCS_DETAIL", "ICD10PCS_DETAIL"}

@@ -56,7 +56,8 @@ import numpy as np
 import torch
 
 from ehrscale.config import load_config
-from ehrscale.data import TokenSplit, WindowStream, read_stats, target_tokens_from_stats, validation_batches
+from ehrscale.data import WindowStream, validation_batches
+from ehrscale.store import TokenSplit, read_stats, target_tokens_from_stats
 from ehrscale.errors import EhrscaleError
 from ehrscale.grid import Cell, GridSettings, find_cell, resolve_sizes
 from ehrscale.io import atomic_path, load_settings, write_json

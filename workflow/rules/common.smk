@@ -7,7 +7,7 @@ from snakemake.settings.types import DeploymentMethod
 
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from ehrscale.config import validate_config
-from ehrscale.data import read_stats
+from ehrscale.store import read_stats
 from ehrscale.grid import GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid
 
 # Fails before any job runs, naming each bad key.
@@ -110,3 +110,18 @@ def replicate_metrics(wildcards):
     train_seed = config["train"].get("seed", 0)
     return [f"{RESULTS}/replicates/{cell}/seed{seed}/metrics.json"
             for cell in cells for seed in REPLICATES.get("seeds", []) if seed != train_seed]
+
+
+# ---- clinical utility (probe.smk, fit.smk)
+
+
+def task_labels(wildcards=None):
+    return [f"{RESULTS}/labels/{task}.parquet" for task in config["labels"]["tasks"]]
+
+
+def probed_cells(wildcards):
+    return [f"{RESULTS}/probes/{cell.id}/metrics.json" for cell in grid_cells()]
+
+
+def baselines(wildcards=None):
+    return [f"{RESULTS}/baseline/{task}.json" for task in config["labels"]["tasks"]]

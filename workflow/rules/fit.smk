@@ -1,4 +1,5 @@
 FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape"]
+UTILITY_FIGURES = ["utility_compute", "utility_loss"]  # from the probes (probe.smk)
 
 
 rule train_replicate:
@@ -35,11 +36,13 @@ rule train_replicate:
 
 rule fit:
     """Scaling laws from every trained cell: IsoFLOPs parabolas, power laws, L(N, D) by variable projection
-    and Epoch-style, calibration on the grid's own cells, backtest, sensitivity, frontier."""
+    and Epoch-style, calibration on the grid's own cells, backtest, sensitivity, frontier; utility laws from the probes."""
     input:
         metrics=trained_metrics,
         logs=trained_logs,  # the loss-curve figure reads them
         replicates=replicate_metrics,
+        probes=probed_cells,
+        baselines=baselines(),
     output:
         scaling=f"{RESULTS}/fits/scaling.json",
         points=f"{RESULTS}/fits/points.csv",
@@ -47,6 +50,12 @@ rule fit:
         figures=[
             report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Scaling laws")
             for name in FIGURES
+        ],
+        utility=f"{RESULTS}/fits/utility.json",
+        utility_table=f"{RESULTS}/fits/utility.csv",
+        utility_figures=[
+            report(f"{RESULTS}/figures/{name}.png", caption=f"../report/{name}.rst", category="Clinical utility")
+            for name in UTILITY_FIGURES
         ],
     params:
         settings=settings("fit", exclude=("replicates",)),
@@ -60,4 +69,4 @@ rule fit:
         # One BLAS thread: the many small L-BFGS fits are far slower with contended threads.
         "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale fit --metrics {input.metrics} --out $(dirname {output.scaling}) "
         "--figures $(dirname {output.figures[0]}) --summary {output.summary} --settings {params.settings:q} "
-        "--replicates {input.replicates} > {log} 2>&1"
+        "--replicates {input.replicates} --probes {input.probes} --baselines {input.baselines} > {log} 2>&1"

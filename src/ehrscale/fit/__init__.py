@@ -240,7 +240,8 @@ def points_table(points: pd.DataFrame, result: dict) -> pd.DataFrame:
     return df
 
 
-def fit_paths(paths, out_dir, settings: FitSettings, figures_dir=None, summary=None, replicate_paths=()) -> dict:
+def fit_paths(paths, out_dir, settings: FitSettings, figures_dir=None, summary=None, replicate_paths=(),
+              probes=(), baselines=()) -> dict:
     metrics = [settings.loss_metric] + [m for m in settings.frontier_metrics if m != settings.loss_metric]
     points, warnings = load_points(paths, metrics, settings.param_count)
     replicates = load_points(list(replicate_paths), settings.loss_metric, settings.param_count)[0] if replicate_paths else None
@@ -258,7 +259,27 @@ def fit_paths(paths, out_dir, settings: FitSettings, figures_dir=None, summary=N
         from ehrscale.report import write_summary
 
         write_summary(result, summary)
+    if probes:
+        utility_section = fit_utility_paths(points, result, probes, baselines, settings, out_dir, figures_dir)
+        if summary is not None:
+            text = Path(summary).read_text() + utility_section
+            with atomic_path(summary) as tmp:
+                Path(tmp).write_text(text)
     return result
+
+
+def fit_utility_paths(points, scaling, probes, baselines, settings: FitSettings, out_dir, figures_dir=None) -> str:
+    """Utility laws (:mod:`ehrscale.fit.utility`): writes utility.json, utility.csv and the figures;
+    returns the summary section."""
+    from ehrscale.fit.utility import fit_utility, make_utility_figures, summary_section
+
+    utility, table = fit_utility(points, probes, baselines, scaling, settings.ci_level, settings.seed)
+    write_json(Path(out_dir) / "utility.json", utility)
+    with atomic_path(Path(out_dir) / "utility.csv") as tmp:
+        table.to_csv(tmp, index=False)
+    if figures_dir is not None:
+        make_utility_figures(utility, table, figures_dir)
+    return summary_section(utility)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -271,12 +292,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", help="fit settings as JSON or @file.json (keys of FitSettings)")
     parser.add_argument("--replicates", nargs="*", default=[], metavar="FILE",
                         help="metrics.json of cells retrained with other seeds: the loss noise for the calibration")
+    parser.add_argument("--probes", nargs="*", default=[], metavar="FILE", help="probe records probes/<cell>/metrics.json (utility laws)")
+    parser.add_argument("--baselines", nargs="*", default=[], metavar="FILE", help="baseline records baseline/<task>.json")
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(FitSettings, args.settings, "fit")
     paths = find_metrics(args.runs) if args.runs else [Path(p) for p in args.metrics]
-    result = fit_paths(paths, args.out, settings, args.figures, args.summary, args.replicates)
+    result = fit_paths(paths, args.out, settings, args.figures, args.summary, args.replicates, args.probes, args.baselines)
     for w in result["warnings"]:
         log.warning(w)
     h = result["headline"]

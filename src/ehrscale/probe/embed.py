@@ -1,0 +1,193 @@
+"""``ehrscale embed``: one trained cell's embedding of every labelled example of every task.
+
+The embedding of (patient, prediction_time) is the model's final hidden state (after the last
+norm) at the last token of the probe input (:func:`ehrscale.store.probe_span`: static prefix +
+tokens strictly before the prediction time, cut at an event boundary). Examples of several
+tasks that share a cut are embedded once.
+
+**One pass serves many prediction times.** A patient's examples, sorted by their end, are
+grouped into windows: a window starts at the cut of its first example and takes every later
+example whose body still fits in the context. For those, the standalone cut equals the window's
+(a later example whose body fits cannot have a later cut; see store), and causal attention makes
+the hidden state at each position depend only on the tokens before it, so reading position
+``prefix + end - cut - 1`` gives exactly the standalone embedding. Windows are sorted by length
+and batched (right padding, causal) under ``batch_tokens``; no gradient; bf16 autocast on CUDA.
+
+Output ``.npz``: ``x`` (float32, [unique examples, d_model]) and, per task, ``<task>__row``
+(row of ``x``), ``<task>__subject_id``, ``<task>__prediction_time`` (µs), ``<task>__label``,
+``<task>__split`` (index into ``splits``); ``meta`` (JSON: counts, seconds, device).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ehrscale.errors import EhrscaleError
+from ehrscale.io import atomic_path, load_settings
+from ehrscale.model import GPT, load_model
+from ehrscale.probe import ProbeSettings
+from ehrscale.probe_inputs import read_labels
+from ehrscale.splits import SPLITS
+from ehrscale.store import TokenSplit, probe_span
+from ehrscale.vocab import STATIC_PREFIX_LEN
+
+log = logging.getLogger(__name__)
+
+
+def plan_windows(split: TokenSplit, examples: pd.DataFrame, context_length: int) -> tuple[pd.DataFrame, list]:
+    """``examples`` (columns index, prediction_time) with ``uid``, the row of its unique (patient, end),
+    and the windows ``(prefix_start, cut, end_max, uids, positions)`` that embed them."""
+    budget = context_length - STATIC_PREFIX_LEN
+    spans = [probe_span(split, i, t, context_length) for i, t in zip(examples["index"].tolist(),
+                                                                   examples["prediction_time"].tolist())]
+    ex = examples.assign(start=[s[0] for s in spans], cut=[s[1] for s in spans], end=[s[2] for s in spans])
+    uniq = ex.drop_duplicates(["index", "end"]).sort_values(["index", "end"]).reset_index(drop=True)
+    windows = []
+    for _, g in uniq.groupby("index", sort=True):
+        rows, ends, cuts, start = g.index.to_numpy(), g["end"].to_numpy(), g["cut"].to_numpy(), int(g["start"].iloc[0])
+        k = 0
+        while k < len(rows):
+            c = int(cuts[k])
+            m = k + int(np.searchsorted(ends[k:], c + budget, side="right"))
+            if not (cuts[k:m] == c).all():  # guaranteed by the cut's definition; never embed a different input
+                raise EhrscaleError(f"{split.path}: a window's examples do not share its cut")
+            windows.append((start, c, int(ends[m - 1]), rows[k:m], STATIC_PREFIX_LEN + ends[k:m] - c - 1))
+            k = m
+    uid = uniq[["index", "end"]].assign(uid=np.arange(len(uniq)))
+    return ex.merge(uid, on=["index", "end"], how="left"), windows
+
+
+@torch.no_grad()
+def embed_windows(model: GPT, split: TokenSplit, windows: list, n_rows: int, device: torch.device,
+                  batch_tokens: int) -> tuple[np.ndarray, int]:
+    """Hidden states for ``n_rows`` examples from ``windows``; returns (x, padded tokens processed)."""
+    d = model.cfg.d_model
+    x = np.zeros((n_rows, d), np.float32)
+    lengths = np.array([STATIC_PREFIX_LEN + e - c for _, c, e, _, _ in windows], np.int64)
+    order = np.argsort(-lengths, kind="stable")
+    use_bf16 = device.type == "cuda"
+    done, total = 0, 0
+    while done < len(order):
+        L = int(lengths[order[done]])
+        b = max(1, batch_tokens // L)
+        batch = order[done : done + b]
+        ids = np.zeros((len(batch), L), np.int64)
+        for r, w in enumerate(batch.tolist()):
+            a, c, e, _, _ = windows[w]
+            seq = np.concatenate([np.asarray(split.tokens[a : a + STATIC_PREFIX_LEN]), np.asarray(split.tokens[c:e])])
+            ids[r, : len(seq)] = seq
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            h = model.hidden_states(torch.from_numpy(ids).to(device))
+        h = h.float().cpu().numpy()
+        for r, w in enumerate(batch.tolist()):
+            rows, pos = windows[w][3], windows[w][4]
+            x[rows] = h[r, pos]
+        done += len(batch)
+        total += ids.size
+    return x, total
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise EhrscaleError(f"probe.device is {name!r} but CUDA is not available")
+    return torch.device(name)
+
+
+def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settings: ProbeSettings) -> dict:
+    """Embed every example of every task in ``labels`` ({task: labels parquet}) with one cell; writes the npz."""
+    t0 = time.perf_counter()
+    device = pick_device(settings.device)
+    model, ck = load_model(model_path)
+    model.to(device)
+    ctx = model.cfg.context_length
+    tasks = {t: read_labels(p, tokens_dir) for t, p in labels.items()}
+    allx = pd.concat([df.assign(task=t) for t, df in tasks.items()], ignore_index=True)
+    arrays: dict[str, np.ndarray] = {}
+    xs, offset, n_windows, n_tokens, n_padded = [], 0, 0, 0, 0
+    uid = np.full(len(allx), -1, np.int64)
+    for split in SPLITS:
+        part = allx[allx["split"] == split]
+        if part.empty:
+            continue
+        st = TokenSplit(Path(tokens_dir) / split)
+        part = part.assign(index=st.index_of(part["subject_id"].to_numpy()), orig=part.index)
+        ex, windows = plan_windows(st, part, ctx)
+        n_uid = int(ex["uid"].max()) + 1
+        x, padded = embed_windows(model, st, windows, n_uid, device, settings.batch_tokens)
+        uid[ex["orig"].to_numpy()] = ex["uid"].to_numpy() + offset
+        xs.append(x)
+        offset += n_uid
+        n_windows += len(windows)
+        n_tokens += int(sum(STATIC_PREFIX_LEN + e - c for _, c, e, _, _ in windows))
+        n_padded += padded
+    if (uid < 0).any():
+        raise EhrscaleError("internal: an example was not embedded")  # pragma: no cover
+    split_code = {s: i for i, s in enumerate(SPLITS)}
+    for t in tasks:
+        sel = (allx["task"] == t).to_numpy()
+        sub = allx[sel]
+        arrays[f"{t}__row"] = uid[sel]
+        arrays[f"{t}__subject_id"] = sub["subject_id"].to_numpy(np.int64)
+        arrays[f"{t}__prediction_time"] = sub["prediction_time"].to_numpy(np.int64)
+        arrays[f"{t}__label"] = sub["label"].to_numpy(bool)
+        arrays[f"{t}__split"] = sub["split"].map(split_code).to_numpy(np.int8)
+    seconds = time.perf_counter() - t0
+    meta = {"cell": (ck.get("cell") or {}).get("id"), "tasks": list(tasks), "n_examples": int(len(allx)),
+            "n_embedded": int(offset), "n_windows": n_windows, "n_tokens": n_tokens, "n_padded_tokens": n_padded,
+            "seconds": seconds, "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32",
+            "d_model": model.cfg.d_model, "context_length": ctx}
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, x=np.concatenate(xs) if xs else np.zeros((0, model.cfg.d_model), np.float32),
+                     splits=np.array(SPLITS), meta=np.array(json.dumps(meta)), **arrays)
+    return meta
+
+
+def load_embeddings(path) -> tuple[np.ndarray, dict, dict]:
+    """(x, {task: DataFrame(row, subject_id, prediction_time, label, split)}, meta) from an embeddings file."""
+    path = Path(path)
+    if not path.exists():
+        raise EhrscaleError(f"embeddings not found: {path}")
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        splits = [str(s) for s in z["splits"]]
+        tasks = {}
+        for t in meta["tasks"]:
+            tasks[t] = pd.DataFrame({k: z[f"{t}__{k}"] for k in ("row", "subject_id", "prediction_time", "label", "split")})
+            tasks[t]["split"] = [splits[i] for i in tasks[t]["split"]]
+        return z["x"], tasks, meta
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a trained cell's model.pt")
+    parser.add_argument("--tokens", required=True, help="the token store")
+    parser.add_argument("--labels", nargs="+", required=True, help="labels/<task>.parquet files")
+    parser.add_argument("--out", required=True, help="output .npz")
+    parser.add_argument("--settings", help="probe settings as JSON or @file.json")
+    parser.add_argument("--batch-tokens", type=int, default=None, help="padded tokens per forward batch (speed only)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings(ProbeSettings, args.settings, "probe")
+    if args.batch_tokens:
+        settings.batch_tokens = int(args.batch_tokens)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    labels = {Path(p).stem: Path(p) for p in args.labels}
+    meta = embed_cell(args.model, args.tokens, labels, args.out, settings)
+    log.info("embedded %d examples (%d unique, %d windows, %d tokens) on %s in %.1fs", meta["n_examples"],
+             meta["n_embedded"], meta["n_windows"], meta["n_tokens"], meta["device"], meta["seconds"])
+    return 0
