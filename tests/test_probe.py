@@ -290,3 +290,22 @@ def test_utility_fit_reports_rise_backtest_baseline_and_skips(tmp_path):
     assert result["skipped"]["rare"][0]["reason"].startswith("too few")
     text = summary_section(result)
     assert "rising" in text and "0.68" in text and "not estimable" not in text.split("| rising |")[1].split("\n")[0]
+
+
+def test_train_cap_is_a_fixed_stratified_nested_subset():
+    from ehrscale.probe import cap_train
+
+    rng = np.random.default_rng(3)
+    n = 4000
+    df = pd.DataFrame({"subject_id": rng.integers(1, 10**6, n), "prediction_time": rng.integers(0, 10**15, n),
+                       "label": rng.random(n) < 0.1, "split": rng.choice(["train", "tuning", "held_out"], n, p=[0.8, 0.1, 0.1])})
+    small, large = cap_train(df, 500), cap_train(df, 1500)
+    for capped, k in ((small, 500), (large, 1500)):
+        train = capped[capped["split"] == "train"]
+        assert abs(len(train) - k) <= 1
+        full_prev = df.loc[df["split"] == "train", "label"].mean()
+        assert abs(train["label"].mean() - full_prev) < 0.005  # stratified: prevalence kept
+        pd.testing.assert_frame_equal(capped[capped["split"] != "train"], df[df["split"] != "train"])  # others whole
+    assert set(small.index) <= set(large.index)  # a larger cap keeps what a smaller one kept
+    pd.testing.assert_frame_equal(cap_train(df.sample(frac=1, random_state=1), 500).sort_index(), small)  # order-free
+    assert cap_train(df, None) is df and cap_train(df, 10**6) is df

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+import pandas as pd
+
 from ehrscale.errors import EhrscaleError
 
 
@@ -30,11 +33,18 @@ class ProbeSettings:
     min_positives: int = 10  # positives (and negatives) each of train, tuning and held_out needs
     device: str = "auto"  # embedding: auto | cpu | cuda | cuda:N
     batch_tokens: int = 65536  # embedding: padded tokens per forward batch
+    # Train examples per task the probe fits on (a fixed, label-stratified subset; null: all).
+    # Tuning and held_out are always used whole. Why a cap: embedding costs a forward pass per
+    # example, and on a small cohort every train example would cost more than training the cell.
+    max_train_examples: int | None = 5000
 
     def __post_init__(self) -> None:
         c = self.c_values
         if not isinstance(c, list) or len(c) < 7 or not all(isinstance(v, (int, float)) and v > 0 for v in c):
             raise EhrscaleError(f"probe.c_values must be a list of at least 7 positive numbers, got {c!r}")
+        if self.max_train_examples is not None and (not isinstance(self.max_train_examples, int)
+                                                    or isinstance(self.max_train_examples, bool) or self.max_train_examples < 1):
+            raise EhrscaleError(f"probe.max_train_examples must be a positive integer or null, got {self.max_train_examples!r}")
         for name in ("max_iter", "min_positives", "batch_tokens"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -43,3 +53,41 @@ class ProbeSettings:
             raise EhrscaleError(f"probe.bootstrap must be a non-negative integer, got {self.bootstrap!r}")
         if not 0 < float(self.ci_level) < 1:
             raise EhrscaleError(f"probe.ci_level must be in (0, 1), got {self.ci_level!r}")
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64: a fixed, well-spread hash of uint64 keys (no process salt, no RNG state)."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def cap_train(examples: pd.DataFrame, max_train: int | None) -> pd.DataFrame:
+    """Keep at most ``max_train`` train examples, stratified by label, the rest untouched.
+
+    The kept ones are those with the smallest hash of (subject_id, prediction_time) within each
+    label, so the subset is the same for every cell and the baseline, needs no seed, and a larger
+    cap keeps every example a smaller one kept."""
+    train = examples["split"].to_numpy() == "train"
+    n = int(train.sum())
+    if max_train is None or n <= max_train:
+        return examples
+    keys = _mix64(examples["subject_id"].to_numpy(np.int64).astype(np.uint64)
+                  ^ _mix64(examples["prediction_time"].to_numpy(np.int64).astype(np.uint64)))
+    keep = ~train
+    labels = examples["label"].to_numpy(bool)
+    for value in (False, True):
+        idx = np.flatnonzero(train & (labels == value))
+        k = int(round(max_train * len(idx) / n))
+        keep[idx[np.argsort(keys[idx], kind="stable")[:k]]] = True
+    return examples[keep]
+
+
+def probe_examples(labels_file, tokens_dir, settings: ProbeSettings) -> pd.DataFrame:
+    """A task's examples as every probe stage reads them: the labels, their split from the token
+    store, and the train cap (:func:`cap_train`). Embeddings and the baseline share them."""
+    from ehrscale.probe_inputs import read_labels
+
+    return cap_train(read_labels(labels_file, tokens_dir), settings.max_train_examples)

@@ -16,9 +16,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from ehrscale.io import load_settings, write_json
-from ehrscale.probe import ProbeSettings
+from ehrscale.probe import ProbeSettings, probe_examples
 from ehrscale.probe.linear import fit_probe, write_predictions
-from ehrscale.probe_inputs import read_labels
 from ehrscale.store import TokenSplit, read_stats, to_us
 from ehrscale.vocab import STATIC_PREFIX_LEN
 
@@ -43,7 +42,7 @@ def count_features(split: TokenSplit, subject_ids, prediction_times, vocab_size:
 
 def baseline_task(tokens_dir, labels_file, out_json, out_predictions, settings: ProbeSettings) -> dict:
     task = Path(labels_file).stem
-    df = read_labels(labels_file, tokens_dir)
+    df = probe_examples(labels_file, tokens_dir, settings)
     V = int(read_stats(tokens_dir)["vocab_size"])
     parts = {s: df[df["split"] == s] for s in ("train", "tuning", "held_out")}
     X = {s: count_features(TokenSplit(Path(tokens_dir) / s), d["subject_id"], d["prediction_time"], V)

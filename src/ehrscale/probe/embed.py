@@ -33,8 +33,7 @@ import torch
 from ehrscale.errors import EhrscaleError
 from ehrscale.io import atomic_path, load_settings
 from ehrscale.model import GPT, load_model
-from ehrscale.probe import ProbeSettings
-from ehrscale.probe_inputs import read_labels
+from ehrscale.probe import ProbeSettings, probe_examples
 from ehrscale.splits import SPLITS
 from ehrscale.store import TokenSplit, probe_span
 from ehrscale.vocab import STATIC_PREFIX_LEN
@@ -110,7 +109,7 @@ def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settin
     model, ck = load_model(model_path)
     model.to(device)
     ctx = model.cfg.context_length
-    tasks = {t: read_labels(p, tokens_dir) for t, p in labels.items()}
+    tasks = {t: probe_examples(p, tokens_dir, settings) for t, p in labels.items()}
     allx = pd.concat([df.assign(task=t) for t, df in tasks.items()], ignore_index=True)
     arrays: dict[str, np.ndarray] = {}
     xs, offset, n_windows, n_tokens, n_padded = [], 0, 0, 0, 0
