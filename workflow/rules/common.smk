@@ -87,3 +87,8 @@ def cell_sizes(wildcards):
     sizes = config["model_sizes"]
     size = parse_cell_id(wildcards.cell)[0]
     return sizes if isinstance(sizes, str) else json.dumps({size: sizes[size]}, sort_keys=True)
+
+
+# Light rules run on the submit host, not as cluster jobs.
+localrules:
+    fit,
