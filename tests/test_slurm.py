@@ -142,7 +142,7 @@ def slurm_run(cluster, tmp_path_factory):
                         else:
                             subprocess.run(["scancel", "--signal=TERM", job], check=True, timeout=20, env=cluster.env)
                         interrupted[cell] = job
-                for job in list(pending):  # SLURM holds a requeued job ~2 min (BeginTime): release it now
+                for job in list(pending):  # a requeued job may wait for a BeginTime: start it as soon as it can run
                     if any(j["id"] == job and j["state"] == "PENDING" for j in _squeue(cluster)):
                         cluster.scontrol("update", f"JobId={job}", "StartTime=now")
                         pending.discard(job)
