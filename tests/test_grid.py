@@ -147,3 +147,15 @@ def test_job_resources_scale_with_the_cell():
 def test_budgets_that_share_a_cell_id_are_rejected():
     with pytest.raises(EhrscaleError, match="coincide"):
         plan_cells(DEBUG_SIZES, GridSettings(budgets=[1e12, 1.00000001e12]), 2000, 256, None)
+
+
+def test_plan_sizes_the_paper_grid_for_a_cluster(capsys):
+    """On the paper-scale preset, plan gives the job count, GPU-hours and longest job from its `cluster` section."""
+    config = Path(__file__).parents[1] / "config" / "mimic-iv.yaml"
+    assert main(["plan", "--config", str(config), "--vocab-size", "30000"]) == 0
+    text = capsys.readouterr().out
+    kept = int(re.search(r"(\d+) cells kept", text).group(1))
+    assert f"jobs: {kept} training jobs, one per cell, 1 GPU each" in text
+    hours = float(re.search(r"GPU-hours: ([\d,.]+) at MFU 0.3", text).group(1).replace(",", ""))
+    longest = re.search(r"longest job: (C\S+) ([\d.]+)h \(asks the scheduler for ([\d.]+)h", text)
+    assert longest and float(longest.group(3)) >= float(longest.group(2)) and hours > float(longest.group(2))

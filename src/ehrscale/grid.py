@@ -274,11 +274,22 @@ def run(args) -> int:
         raise EhrscaleError("give --tokens-stats or --vocab-size")
     kept, dropped = plan_cells(sizes, grid, vocab_size, model.context_length, train_tokens, model)
 
+    # The throughput: the flags, else the config's `cluster` section (what the workflow gives
+    # the scheduler), else none (no time estimates).
+    cluster = config.get("cluster") or {}
+    tokens_per_second, mfu_, peak = args.tokens_per_second, args.mfu, args.peak_flops
+    if not (tokens_per_second or mfu_):
+        tokens_per_second = cluster.get("tokens_per_second")
+        if not tokens_per_second and cluster.get("mfu") and cluster.get("peak_flops"):
+            mfu_, peak = float(cluster["mfu"]), float(cluster["peak_flops"])
+    rate = (f"{float(tokens_per_second):,.0f} tokens/s" if tokens_per_second
+            else f"MFU {mfu_:g} of {peak:.3g} FLOP/s" if mfu_ else None)
+
     def est_seconds(c: Cell) -> float | None:
-        if args.tokens_per_second:
-            return c.tokens / args.tokens_per_second
-        if args.mfu:
-            return c.tokens * c.flops_per_token / (args.mfu * args.peak_flops)
+        if tokens_per_second:
+            return c.tokens / float(tokens_per_second)
+        if mfu_:
+            return c.tokens * c.flops_per_token / (mfu_ * peak)
         return None
 
     ctx = model.context_length
@@ -296,10 +307,18 @@ def run(args) -> int:
         ep = "-" if c.epochs is None else f"{c.epochs:.2f}"
         print(f"{c.id:<22} {c.n_params:>10,} {c.n_params_nonembedding:>10,} {c.tokens:>11,} {c.budget:>9.3g} {c.tokens_per_param:>8.3g} {ep:>7} {bs:>5} {steps:>7} {lr:>8.2e} {_fmt_time(s):>7}")
         rows.append({**c.as_dict(), "batch_size": bs, "steps_approx": steps, "learning_rate": lr, "estimated_seconds": s})
-    if kept and est_seconds(kept[0]) is not None:
-        print(f"total: {total_s / 3600:.2f} GPU-hours ({_fmt_time(total_s)})")
+    gpus = int(cluster.get("gpus_per_job", 1) or 0)
+    print(f"jobs: {len(kept)} training jobs, one per cell" + (f", {gpus} GPU each" if gpus else ", CPU only"))
+    if kept and rate:
+        longest = max(kept, key=lambda c: est_seconds(c))
+        print(f"{'GPU' if gpus else 'CPU'}-hours: {total_s * max(gpus, 1) / 3600:,.1f} at {rate}")
+        line = f"longest job: {longest.id} {_fmt_time(est_seconds(longest))}"
+        if cluster.get("runtime_factor") and not (args.tokens_per_second or args.mfu):
+            requested = job_resources(longest, ctx, vocab_size, cluster)["runtime"]
+            line += f" (asks the scheduler for {_fmt_time(requested * 60)}: x{float(cluster['runtime_factor']):g} margin)"
+        print(line)
     else:
-        print("total: (give --tokens-per-second or --mfu and --peak-flops for time estimates)")
+        print("GPU-hours: unknown (give --tokens-per-second, or --mfu and --peak-flops, or a config `cluster` section)")
     if train_tokens is None:
         print("note: no --tokens-stats: epochs unknown, max_epochs not applied")
     if dropped:

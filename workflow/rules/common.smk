@@ -125,3 +125,7 @@ def probed_cells(wildcards):
 
 def baselines(wildcards=None):
     return [f"{RESULTS}/baseline/{task}.json" for task in config["labels"]["tasks"]]
+
+# Light rules run on the submit host, not as cluster jobs.
+localrules:
+    fit,

@@ -29,7 +29,8 @@ rule train_replicate:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
+        # As in rule train: the shell outlives the trainer's checkpoint on SIGTERM/SIGUSR1.
+        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
         "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
         "> {log} 2>&1"
 

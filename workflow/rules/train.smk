@@ -23,6 +23,8 @@ rule train:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
+        # The shell ignores SIGTERM/SIGUSR1 (a scheduler's preemption signal), so it outlives the
+        # trainer, which installs its own handler: it checkpoints and exits 75 (resume on rerun).
+        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
         "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
         "> {log} 2>&1"
