@@ -185,7 +185,7 @@ def read_events(meds_dir: str | Path, prefixes: set[str]) -> pd.DataFrame:
     """Events with the admission/discharge/death codes or one of ``prefixes``, with their split."""
     import duckdb
 
-    from ehrscale.tokenize import split_shards
+    from ehrscale.meds_data import split_shards
 
     shards = split_shards(meds_dir)
     if not any(shards.values()):
