@@ -34,15 +34,19 @@ def aces_labels(meds_dir: str | Path, task_path: str | Path, predicates_path: st
     from aces import config, predicates, query
     from omegaconf import DictConfig
 
-    try:
-        cfg = config.TaskExtractorConfig.load(config_path=Path(task_path),
-                                              predicates_path=Path(predicates_path) if predicates_path else None)
-    except Exception as err:  # ACES raises ValueError, KeyError, omegaconf errors...
-        raise EhrscaleError(f"ACES task {task_path} (predicates {predicates_path}): {err}") from err
+    def load():  # a fresh config per shard: ACES's query mutates the config it is given
+        try:
+            return config.TaskExtractorConfig.load(config_path=Path(task_path),
+                                                   predicates_path=Path(predicates_path) if predicates_path else None)
+        except Exception as err:  # ACES raises ValueError, KeyError, omegaconf errors...
+            raise EhrscaleError(f"ACES task {task_path} (predicates {predicates_path}): {err}") from err
+
+    load()  # a bad config fails before any shard is read
     frames = []
     for split, shards in split_shards(meds_dir).items():
         for shard in shards:
             data_config = DictConfig({"path": str(shard), "standard": "meds"})
+            cfg = load()
             try:
                 result = query.query(cfg, predicates.get_predicates_df(cfg, data_config))
             except Exception as err:
