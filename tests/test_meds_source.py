@@ -286,3 +286,19 @@ def test_config_source_meds_needs_meds_dir():
     del config["dataset"]["meds_dir"]
     with pytest.raises(EhrscaleError, match="meds_dir"):
         validate_config(config)
+
+
+@pytest.mark.parametrize("task", OUR_TASKS)
+def test_our_aces_tasks_on_the_foreign_dataset_equal_our_labels_on_our_extraction(own_extraction, imported, task):
+    """The same 100 patients through two ETLs: the ACES task with MIMIC_IV_MEDS's predicates on the
+    official ETL's output gives exactly our task file's labels on our own extraction."""
+    from ehrscale.aces_tasks import aces_labels
+
+    own = pd.read_parquet(own_extraction / "labels" / f"{task}.parquet")
+    aces = aces_labels(imported, ROOT / "config" / "tasks" / "aces" / f"{task}.yaml",
+                       ROOT / "config" / "tasks" / "aces" / "predicates" / "MIMIC_IV_MEDS.yaml")
+    if task == "long_los":
+        aces["boolean_value"] = ~aces["boolean_value"]
+    key = ["subject_id", "prediction_time"]
+    own, aces = own.sort_values(key).reset_index(drop=True), aces.sort_values(key).reset_index(drop=True)
+    assert aces[own.columns].equals(own)

@@ -42,7 +42,7 @@ rule meds_import:
     """Any MEDS dataset (source meds) -> ehrscale's MEDS layout: validated with the meds schemas,
     the dataset's own splits (or ehrscale's keyed hash), no extraction."""
     input:
-        config["dataset"].get("meds_dir", ""),
+        config["dataset"].get("meds_dir") or [],
     output:
         directory(f"{RESULTS}/meds"),
     params:
