@@ -4,6 +4,11 @@
 (one task, one output: the Snakemake form) or
 ``ehrscale labels MEDS_DIR LABELS_DIR --tasks config/tasks/*.yaml`` (writes ``LABELS_DIR/<name>.parquet``).
 
+A task file is either an ACES config (keys ``trigger`` and ``windows``; run by ACES itself, see
+:mod:`ehrscale.aces_tasks`; ``--predicates`` fills dataset-specific predicates) or ehrscale's own
+format below, which needs an admission id (``hadm_id``) and ehrscale's ``ADMISSION//`` and
+``DISCHARGE//`` codes; ``config/tasks/aces/`` holds the same four tasks as ACES configs.
+
 Task file format (every key but ``name``/``description`` is checked; unknown keys are an error)::
 
     name: long_los                    # output file stem; defaults to the YAML file's stem

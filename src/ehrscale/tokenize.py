@@ -19,8 +19,10 @@ the extractor's stable order for equal times). Times are non-decreasing within a
   has not elapsed yet);
 * code and quantile tokens: their event's time; ``[TIMELINE_END]``: the last event's time.
 
-Dropped (documented lossy steps): ``text_value``; static (null-time) codes other than
-``GENDER//``; ``RACE//`` events (folded into the prefix). Windowing for training (never across
+How raw codes become tokens (hierarchy, renames, which codes fill the prefix) is the code map's
+(``tokenize.code_map``, :mod:`ehrscale.codemap`: ``mimic`` by default, ``generic`` for any MEDS dataset).
+Dropped (documented lossy steps): ``text_value``; static (null-time) codes other than the code
+map's gender codes; race events (folded into the prefix). Windowing for training (never across
 patients) lives in :mod:`ehrscale.data`; probes for tasks in :mod:`ehrscale.probe_inputs`.
 
 Memory does not grow with the cohort: the vocabulary is fitted by DuckDB aggregates over the

@@ -21,8 +21,12 @@ Token design (every token is ``GROUP//value``; a token's group is the text befor
   ``ADMISSION//EW EMER.``, ``DISCHARGE//HOME``, ``ICU_ADMISSION//...``, ``TRANSFER//...``, ``SERVICE//...``,
   ``DRG//APR//123``, ``MEDS_DEATH``...). ``RACE//`` events are folded into the static prefix,
   ``GENDER//`` and ``MEDS_BIRTH`` likewise (birth gives the age token).
+* The rules above are the ``mimic`` code map (:mod:`ehrscale.codemap`, the default); the
+  ``generic`` one splits any code of 3+ ``//`` parts into its category and ``<NS>_DETAIL//<last part>``,
+  and ``mimic_iv_meds`` renames the official MIMIC_IV_MEDS ETL's codes onto these. vocab.json keeps the
+  code map it was built with.
 * **Numeric values**: the item's token followed by ``Q1``..``Q<n_bins>``; the ``n_bins - 1`` inner
-  quantile edges per code come from the train split only (``decile_edges`` in vocab.json).
+  quantile edges per raw code come from the train split only (``decile_edges`` in vocab.json).
   ``Q = 1 + #(edges <= value)``. Text values are dropped.
 * **Time intervals** between consecutive distinct event times >= 5 min: one of 12 ETHOS bins
   (:data:`INTERVAL_BINS`); a gap of 6 months or more emits ``floor(gap / 6mt)`` copies of
