@@ -18,6 +18,7 @@ from ehrscale.errors import EhrscaleError
 COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("ehrscale.synth", "generate a synthetic cohort in MIMIC-IV's raw CSV layout"),
     "extract": ("ehrscale.extract", "read raw MIMIC-IV CSVs into a MEDS dataset with DuckDB"),
+    "meds-import": ("ehrscale.meds_data", "validate any MEDS dataset and bring it into ehrscale's layout"),
     "tokenize": ("ehrscale.tokenize", "turn MEDS timelines into token streams"),
     "labels": ("ehrscale.labels", "write clinical task labels in the MEDS label schema"),
     "plan": ("ehrscale.grid", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),

@@ -4,6 +4,11 @@
 (one task, one output: the Snakemake form) or
 ``ehrscale labels MEDS_DIR LABELS_DIR --tasks config/tasks/*.yaml`` (writes ``LABELS_DIR/<name>.parquet``).
 
+A task file is either an ACES config (keys ``trigger`` and ``windows``; run by ACES itself, see
+:mod:`ehrscale.aces_tasks`; ``--predicates`` fills dataset-specific predicates) or ehrscale's own
+format below, which needs an admission id (``hadm_id``) and ehrscale's ``ADMISSION//`` and
+``DISCHARGE//`` codes; ``config/tasks/aces/`` holds the same four tasks as ACES configs.
+
 Task file format (every key but ``name``/``description`` is checked; unknown keys are an error)::
 
     name: long_los                    # output file stem; defaults to the YAML file's stem
@@ -85,7 +90,7 @@ EXAMPLES_SCHEMA = pa.schema(
     [
         ("subject_id", pa.int64()),
         ("prediction_time", pa.timestamp("us")),
-        ("hadm_id", pa.int64()),
+        ("hadm_id", pa.int64()),  # null for ACES tasks
         ("split", pa.string()),
     ]
 )
@@ -185,7 +190,7 @@ def read_events(meds_dir: str | Path, prefixes: set[str]) -> pd.DataFrame:
     """Events with the admission/discharge/death codes or one of ``prefixes``, with their split."""
     import duckdb
 
-    from ehrscale.tokenize import split_shards
+    from ehrscale.meds_data import split_shards
 
     shards = split_shards(meds_dir)
     if not any(shards.values()):
@@ -292,6 +297,31 @@ def compute_labels(spec: TaskSpec, events: pd.DataFrame, adm: pd.DataFrame | Non
     return out.sort_values(["subject_id", "prediction_time", "hadm_id"]).reset_index(drop=True)
 
 
+@dataclass
+class AcesTask:
+    """A task given as an ACES config (ehrscale.aces_tasks); its name is the file's stem."""
+
+    name: str
+    path: Path
+
+
+def load_task(path: str | Path):
+    """A task file: ehrscale's own format (TaskSpec) or an ACES config (AcesTask)."""
+    import yaml
+
+    from ehrscale.aces_tasks import is_aces_task
+
+    path = Path(path)
+    if path.is_file():
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as err:
+            raise EhrscaleError(f"task file {path} is not valid YAML: {err}") from err
+        if is_aces_task(raw):
+            return AcesTask(path.stem, path)
+    return TaskSpec.load(path)
+
+
 def examples_path(labels_path: str | Path) -> Path:
     """Where the examples file of ``<dir>/<task>.parquet`` lives: ``<dir>/examples/<task>.parquet``."""
     labels_path = Path(labels_path)
@@ -308,17 +338,25 @@ def write_labels(df: pd.DataFrame, path: str | Path) -> None:
         pq.write_table(examples, tmp_examples)
 
 
-def make_labels(meds_dir: str | Path, specs: list[TaskSpec], outputs: list[Path]) -> dict[str, dict]:
-    """Compute and write each task; returns per-task summary (n, positives, prevalence per split)."""
+def make_labels(meds_dir: str | Path, specs: list, outputs: list[Path], predicates: str | Path | None = None
+                ) -> dict[str, dict]:
+    """Compute and write each task (a TaskSpec, or an AcesTask: ehrscale.aces_tasks); returns per-task
+    summary (n, positives, prevalence per split)."""
     for out in outputs:  # before reading the dataset, not after
         check_writable(out)
         check_writable(examples_path(out))
-    prefixes = set().union(*(s.code_prefixes() for s in specs)) if specs else set()
-    events = read_events(meds_dir, prefixes)
-    adm = admissions_table(events)
+    own = [s for s in specs if isinstance(s, TaskSpec)]
+    prefixes = set().union(*(s.code_prefixes() for s in own)) if own else set()
+    events = read_events(meds_dir, prefixes) if own else None
+    adm = admissions_table(events) if own else None
     summary = {}
     for spec, out in zip(specs, outputs):
-        df = compute_labels(spec, events, adm)
+        if isinstance(spec, AcesTask):
+            from ehrscale.aces_tasks import aces_labels
+
+            df = aces_labels(meds_dir, spec.path, predicates)
+        else:
+            df = compute_labels(spec, events, adm)
         write_labels(df, out)
         summary[spec.name] = {
             "n": int(len(df)),
@@ -339,6 +377,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="output directory: LABELS_DIR/<task>.parquet and LABELS_DIR/examples/<task>.parquet")
     parser.add_argument("--tasks", "--task", dest="tasks", nargs="+", required=True,
                         help="task YAML file(s), or a directory of them")
+    parser.add_argument("--predicates", default=None,
+                        help="ACES predicates YAML overriding an ACES task's (e.g. MEDS-DEV's dataset predicates)")
     parser.add_argument("--out", default=None, help="output parquet file (exactly one task; instead of LABELS_DIR); "
                         "its examples file goes to examples/<name> beside it")
 
@@ -358,7 +398,7 @@ def _expand_task_paths(items: list[str]) -> list[Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    specs = [TaskSpec.load(p) for p in _expand_task_paths(args.tasks)]
+    specs = [load_task(p) for p in _expand_task_paths(args.tasks)]
     names = [s.name for s in specs]
     if len(set(names)) != len(names):
         raise EhrscaleError(f"duplicate task names: {names}")
@@ -370,6 +410,6 @@ def run(args: argparse.Namespace) -> int:
         if args.labels_dir is None:
             raise EhrscaleError("give LABELS_DIR or --out")
         outputs = [Path(args.labels_dir) / f"{s.name}.parquet" for s in specs]
-    summary = make_labels(args.meds_dir, specs, outputs)
+    summary = make_labels(args.meds_dir, specs, outputs, args.predicates)
     print(json.dumps(summary))
     return 0

@@ -20,8 +20,10 @@ the extractor's stable order for equal times). Times are non-decreasing within a
   has not elapsed yet);
 * code and quantile tokens: their event's time; ``[TIMELINE_END]``: the last event's time.
 
-Dropped (documented lossy steps): ``text_value``; static (null-time) codes other than
-``GENDER//``; ``RACE//`` events (folded into the prefix). Windowing for training (never across
+How raw codes become tokens (hierarchy, renames, which codes fill the prefix) is the code map's
+(``tokenize.code_map``, :mod:`ehrscale.codemap`: ``mimic`` by default, ``generic`` for any MEDS dataset).
+Dropped (documented lossy steps): ``text_value``; static (null-time) codes other than the code
+map's gender codes; race events (folded into the prefix). Windowing for training (never across
 patients) lives in :mod:`ehrscale.data`; the prediction-time cut in :mod:`ehrscale.store`.
 
 Memory does not grow with the cohort: the vocabulary is fitted by DuckDB aggregates over the
@@ -48,9 +50,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ehrscale.codemap import load_code_map
 from ehrscale.errors import EhrscaleError
 from ehrscale.io import (add_duckdb_arguments, apply_duckdb_arguments, atomic_dir, check_writable, load_settings,
                          write_json)
+from ehrscale.meds_data import split_shards
 from ehrscale.splits import SPLITS
 from ehrscale.vocab import (
     AGE_BIN_YEARS,
@@ -96,6 +100,8 @@ class TokenizeSettings:
     memory_limit: str = "2GB"  # DuckDB's memory cap while fitting the vocabulary
     exact_quantiles: bool = True  # quantile_cont (exact; holds the train values of an item) or
     # approx_quantile (t-digest, bounded memory) for the decile edges
+    code_map: str = "mimic"  # how codes become tokens: a built-in code map (mimic | mimic_iv_meds | generic)
+    # or a YAML file (ehrscale.codemap)
 
     def __post_init__(self) -> None:
         for name in ("min_count", "n_bins", "threads"):
@@ -106,22 +112,14 @@ class TokenizeSettings:
             raise EhrscaleError(f"tokenize.n_bins must be in [2, 100], got {self.n_bins}")
         if not isinstance(self.exact_quantiles, bool):
             raise EhrscaleError(f"tokenize.exact_quantiles must be true or false, got {self.exact_quantiles!r}")
+        if not isinstance(self.code_map, str) or not self.code_map:
+            raise EhrscaleError(f"tokenize.code_map must be a code map name or a YAML path, got {self.code_map!r}")
+        load_code_map(self.code_map)  # fails now, naming the key, if it is neither
         if not re.fullmatch(r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)", str(self.memory_limit)):
             raise EhrscaleError(f"tokenize.memory_limit must look like '2GB', got {self.memory_limit!r}")
 
 
 # --------------------------------------------------------------------------- MEDS input
-
-
-def split_shards(meds_dir: str | Path) -> dict[str, list[Path]]:
-    """The parquet shards of each split, in name order; raises if the MEDS dir is missing."""
-    meds_dir = Path(meds_dir)
-    data = meds_dir / "data"
-    if not meds_dir.is_dir():
-        raise EhrscaleError(f"MEDS directory not found: {meds_dir}")
-    if not data.is_dir():
-        raise EhrscaleError(f"MEDS directory has no data/ folder: {data}")
-    return {s: sorted((data / s).rglob("*.parquet")) if (data / s).is_dir() else [] for s in SPLITS}
 
 
 def _sql_list(paths: list[Path]) -> str:
@@ -156,7 +154,8 @@ def fit_vocab(train_shards: list[Path], settings: TokenizeSettings) -> Vocab:
     counts = {code: int(n) for code, n, _ in rows}
     rows = [(code, e) for code, _, e in rows if e is not None]
     edges = {code: list(e) for code, e in rows}
-    return build_vocab(counts, edges, min_count=settings.min_count, n_bins=settings.n_bins)
+    return build_vocab(counts, edges, min_count=settings.min_count, n_bins=settings.n_bins,
+                       code_map=load_code_map(settings.code_map))
 
 
 # --------------------------------------------------------------------------- encoding
@@ -178,20 +177,20 @@ class CodeTable:
         self.nb = vocab.n_bins - 1
 
     def _add(self, code: str) -> int:
-        v = self.vocab
-        role = code_role(code)
-        toks = expand_code(code)
+        v, cmap = self.vocab, self.vocab.code_map
+        role = code_role(code, cmap)
+        toks = expand_code(code, cmap)
         ids = [v.lookup(t) for t in toks] + [-1] * (MAX_EXPANSION - len(toks))
         edges = None
-        if len(toks) == 1 and ids[0] == v.token_to_id.get(toks[0]) and toks[0] in v.edges:
-            edges = v.edges[toks[0]]
-        value = code.partition("//")[2]
+        if toks and all(i == v.token_to_id.get(t) for i, t in zip(ids, toks)):
+            edges = v.edges.get(cmap.canonical(code))
+        value = cmap.static_value(code)
         static = -1
         if role == ROLE_GENDER:
             static = v.token_to_id[gender_token(value)]
         elif role == ROLE_RACE:
             static = v.token_to_id[f"RACE//{race_group(value)}"]
-        marital = v.token_to_id[marital_token(value)] if code.startswith("MARITAL_STATUS//") else -1
+        marital = v.token_to_id[marital_token(value)] if cmap.is_marital(code) else -1
         self._rows.append((role, ids, len(toks), edges, static, marital))
         self.ids[code] = len(self._rows) - 1
         return self.ids[code]
@@ -284,7 +283,8 @@ def encode_table(table: pa.Table, vocab: Vocab, codes: CodeTable) -> Encoded:
     gender = _first_per_subject(subj, r, codes.static.take(gid[r]), n_subj, v["GENDER//UNKNOWN"])
     # Race and marital status come from the first admission only: taking the first non-null
     # value would reveal, in every probe's prefix, that a later admission exists.
-    is_admission = np.fromiter((c.startswith("ADMISSION//") for c in dictionary), bool, len(dictionary))
+    is_admission = np.fromiter((c is not None and vocab.code_map.is_first_admission(c) for c in dictionary), bool,
+                               len(dictionary))
     admission_fact = is_admission[local] | (role == ROLE_RACE) | (codes.marital.take(gid) >= 0)
     r = np.flatnonzero(admission_fact & timed)
     first_admission = _first_per_subject(subj, r, time[r], n_subj, _NULL_TIME)

@@ -21,8 +21,12 @@ Token design (every token is ``GROUP//value``; a token's group is the text befor
   ``ADMISSION//EW EMER.``, ``DISCHARGE//HOME``, ``ICU_ADMISSION//...``, ``TRANSFER//...``, ``SERVICE//...``,
   ``DRG//APR//123``, ``MEDS_DEATH``...). ``RACE//`` events are folded into the static prefix,
   ``GENDER//`` and ``MEDS_BIRTH`` likewise (birth gives the age token).
+* The rules above are the ``mimic`` code map (:mod:`ehrscale.codemap`, the default); the
+  ``generic`` one splits any code of 3+ ``//`` parts into its category and ``<NS>_DETAIL//<last part>``,
+  and ``mimic_iv_meds`` renames the official MIMIC_IV_MEDS ETL's codes onto these. vocab.json keeps the
+  code map it was built with.
 * **Numeric values**: the item's token followed by ``Q1``..``Q<n_bins>``; the ``n_bins - 1`` inner
-  quantile edges per code come from the train split only (``decile_edges`` in vocab.json).
+  quantile edges per raw code come from the train split only (``decile_edges`` in vocab.json).
   ``Q = 1 + #(edges <= value)``. Text values are dropped.
 * **Time intervals** between consecutive distinct event times >= 5 min: one of 12 ETHOS bins
   (:data:`INTERVAL_BINS`); a gap of 6 months or more emits ``floor(gap / 6mt)`` copies of
@@ -91,7 +95,7 @@ STATIC_TOKENS = (
 ALWAYS_CODES = (DEATH_CODE,)
 
 # roles of raw MEDS codes
-ROLE_EVENT, ROLE_BIRTH, ROLE_GENDER, ROLE_RACE = 0, 1, 2, 3
+from ehrscale.codemap import MIMIC, ROLE_BIRTH, ROLE_EVENT, ROLE_GENDER, ROLE_RACE, CodeMap  # noqa: E402,F401
 
 
 def q_tokens(n_bins: int) -> tuple[str, ...]:
@@ -145,41 +149,15 @@ def age_token(age_years: float | None) -> str:
     return AGE_TOKENS[min(int(age_years // AGE_BIN_YEARS), N_AGE_BINS - 1)]
 
 
-def code_role(code: str) -> int:
-    if code == BIRTH_CODE:
-        return ROLE_BIRTH
-    if code.startswith("GENDER//"):
-        return ROLE_GENDER
-    if code.startswith("RACE//"):
-        return ROLE_RACE
-    return ROLE_EVENT
+def code_role(code: str, code_map: CodeMap = MIMIC) -> int:
+    return code_map.role(code)
 
 
-def expand_code(code: str) -> tuple[str, ...]:
-    """The timeline tokens of one raw MEDS code (before vocabulary lookup); () for prefix-only codes."""
-    if code_role(code) != ROLE_EVENT:
-        return ()
-    ns, _, rest = code.partition("//")
-    rest = rest.replace(".", "") if ns in {"ICD10CM", "ICD9CM", "ICD10PCS", "ICD9PCS"} else rest
-    if ns == "ICD10CM" and rest:
-        return _split(ns, rest, 3)
-    if ns == "ICD9CM" and rest:
-        return _split(ns, rest, 4 if rest[0] == "E" else 3)
-    if ns == "ICD9PCS" and rest:
-        return _split(ns, rest, 2)
-    if ns == "ICD10PCS" and rest:
-        out = (f"ICD10PCS_SECTION//{rest[0]}",)
-        if len(rest) > 1:
-            out += (f"ICD10PCS//{rest[1:4]}",)
-        if len(rest) > 4:
-            out += (f"ICD10PCS_DETAIL//{rest[4:]}",)
-        return out
-    return (code,)
+def expand_code(code: str, code_map: CodeMap = MIMIC) -> tuple[str, ...]:
+    """The timeline tokens of one raw MEDS code (before vocabulary lookup); () for prefix-only codes.
 
-
-def _split(ns: str, rest: str, k: int) -> tuple[str, ...]:
-    head, tail = rest[:k], rest[k:]
-    return (f"{ns}//{head}", f"{ns}_DETAIL//{tail}") if tail else (f"{ns}//{head}",)
+    The rules are the code map's (:mod:`ehrscale.codemap`; ehrscale's own extraction by default)."""
+    return code_map.expand(code)
 
 
 @dataclass
@@ -191,6 +169,7 @@ class Vocab:
     n_bins: int = 10
     min_count: int = 5
     counts: dict[str, int] = field(default_factory=dict)
+    code_map: CodeMap = MIMIC  # how raw codes became tokens (ehrscale.codemap)
 
     def __post_init__(self) -> None:
         if self.tokens[0] != PAD:
@@ -239,6 +218,7 @@ class Vocab:
             "min_count": self.min_count,
             "decile_edges": self.edges,
             "train_counts": self.counts,
+            "code_map": self.code_map.to_json(),
         }
 
     @classmethod
@@ -249,6 +229,7 @@ class Vocab:
             n_bins=int(data.get("n_bins", 10)),
             min_count=int(data.get("min_count", 5)),
             counts=dict(data.get("train_counts", {})),
+            code_map=CodeMap.from_dict(data["code_map"], "vocab.json") if "code_map" in data else MIMIC,
         )
 
     @classmethod
@@ -266,15 +247,19 @@ def build_vocab(
     numeric_edges: dict[str, list[float]],
     min_count: int = 5,
     n_bins: int = 10,
+    code_map: CodeMap = MIMIC,
 ) -> Vocab:
-    """Build the vocabulary from per-raw-code train counts and per-raw-code train quantile edges."""
+    """Build the vocabulary from per-raw-code train counts and per-raw-code train quantile edges.
+
+    Edges are kept per raw code (after the code map's renames; for a one-token code, its token) when
+    every token of the code is in the vocabulary."""
     if min_count < 1:
         raise EhrscaleError(f"tokenize.min_count must be >= 1, got {min_count}")
     if not 2 <= n_bins <= 100:
         raise EhrscaleError(f"tokenize.n_bins must be in [2, 100], got {n_bins}")
     token_counts: dict[str, int] = {}
     for code, n in code_counts.items():
-        for tok in expand_code(code):
+        for tok in code_map.expand(code):
             token_counts[tok] = token_counts.get(tok, 0) + int(n)
     fixed = list(SPECIAL_TOKENS) + list(INTERVAL_TOKENS) + list(q_tokens(n_bins)) + list(STATIC_TOKENS)
     fixed += list(ALWAYS_CODES)
@@ -285,7 +270,8 @@ def build_vocab(
     edges: dict[str, list[float]] = {}
     present = set(tokens)
     for code, e in numeric_edges.items():
-        toks = expand_code(code)
-        if len(toks) == 1 and toks[0] in present and e is not None and len(e) == n_bins - 1:
-            edges[toks[0]] = [float(x) for x in e]
-    return Vocab(tokens=tokens, edges=edges, n_bins=n_bins, min_count=min_count, counts=token_counts)
+        toks = code_map.expand(code)
+        if toks and all(t in present for t in toks) and e is not None and len(e) == n_bins - 1:
+            edges[code_map.canonical(code)] = [float(x) for x in e]
+    return Vocab(tokens=tokens, edges=edges, n_bins=n_bins, min_count=min_count, counts=token_counts,
+                 code_map=code_map)

@@ -45,6 +45,12 @@ def raw_dir():
     return config["dataset"]["raw_dir"]
 
 
+def aces_predicates():
+    """The ACES predicates file that fills ACES tasks' dataset-specific predicates (or none)."""
+    path = config["labels"].get("aces_predicates")
+    return [path] if path else []
+
+
 def final_targets():
     labels = [f"{RESULTS}/labels/{sub}{task}.parquet" for task in config["labels"]["tasks"] for sub in ("", "examples/")]
     return [f"{RESULTS}/summary.md", *labels]

@@ -30,9 +30,12 @@ rule labels:
     input:
         meds=f"{RESULTS}/meds",
         task=f"{config['labels']['task_dir']}/{{task}}.yaml",
+        predicates=aces_predicates(),
     output:
         labels=f"{RESULTS}/labels/{{task}}.parquet",
         examples=f"{RESULTS}/labels/examples/{{task}}.parquet",
+    params:
+        predicates=lambda wildcards, input: f"--predicates {input.predicates}" if input.predicates else "",
     wildcard_constraints:
         task=r"[A-Za-z0-9_.-]+",
     log:
@@ -42,4 +45,5 @@ rule labels:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale labels {input.meds} --task {input.task} --out {output.labels} > {log} 2>&1"
+        "ehrscale labels {input.meds} --task {input.task} --out {output.labels} "
+        "{params.predicates} > {log} 2>&1"
