@@ -193,8 +193,9 @@ def summary_text(result: dict) -> str:
     return "\n".join(line for section in SECTIONS for line in section(result)) + "\n"
 
 
-def write_summary(result: dict, path) -> Path:
+def write_summary(result: dict, path, utility_section: str = "") -> Path:
+    """summary.md: the loss-law sections, then the utility section (ehrscale.fit.utility) when probes exist."""
     path = Path(path)
     with atomic_path(path) as tmp:
-        tmp.write_text(summary_text(result))
+        tmp.write_text(summary_text(result) + utility_section)
     return path

@@ -40,14 +40,18 @@ __all__ = ["TokenSplit", "read_stats", "target_tokens_from_stats", "read_vocab_t
 ARRAYS = ("tokens", "offsets", "times", "subject_ids")
 
 
-def read_stats(tokens_dir: str | Path) -> dict:
-    path = Path(tokens_dir) / "stats.json"
+def _read_store_json(path: Path, what: str, key: str) -> dict:
+    """One of the store's JSON files, which must hold ``key``."""
     if not path.exists():
-        raise EhrscaleError(f"token stats not found: {path}")
-    stats = json.loads(path.read_text())
-    if "vocab_size" not in stats:
-        raise EhrscaleError(f"{path} has no 'vocab_size'")
-    return stats
+        raise EhrscaleError(f"{what} not found: {path}")
+    data = json.loads(path.read_text())
+    if key not in data:
+        raise EhrscaleError(f"{path} has no '{key}'")
+    return data
+
+
+def read_stats(tokens_dir: str | Path) -> dict:
+    return _read_store_json(Path(tokens_dir) / "stats.json", "token stats", "vocab_size")
 
 
 def target_tokens_from_stats(stats: dict, split: str = "train") -> int | None:
@@ -59,13 +63,7 @@ def target_tokens_from_stats(stats: dict, split: str = "train") -> int | None:
 
 
 def read_vocab_tokens(tokens_dir: str | Path) -> list[str]:
-    path = Path(tokens_dir) / "vocab.json"
-    if not path.exists():
-        raise EhrscaleError(f"vocabulary not found: {path}")
-    data = json.loads(path.read_text())
-    if "tokens" not in data:
-        raise EhrscaleError(f"{path} has no 'tokens'")
-    return list(data["tokens"])
+    return list(_read_store_json(Path(tokens_dir) / "vocab.json", "vocabulary", "tokens")["tokens"])
 
 
 def event_start_tables(tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -1,14 +1,7 @@
 """MEDS timelines -> ETHOS-style token streams (``ehrscale tokenize MEDS_DIR TOKENS_DIR``).
 
 This module only writes the token store; every reader goes through :mod:`ehrscale.store`,
-which owns the layout. Output layout (written atomically as one directory)::
-
-    TOKENS/vocab.json                     see ehrscale.vocab (fitted on train only)
-    TOKENS/stats.json                     vocab_size, per-split n_subjects / n_tokens, tokens_per_subject
-    TOKENS/<split>/tokens.npy             uint16 (uint32 if the vocab has > 65536 tokens)
-    TOKENS/<split>/offsets.npy            int64, n_subjects + 1; subject i is tokens[offsets[i]:offsets[i+1]]
-    TOKENS/<split>/times.npy              int64 µs since epoch of each token (prefix: birth time)
-    TOKENS/<split>/subject_ids.npy        int64, n_subjects
+which owns the layout (documented there). The store is written atomically as one directory.
 
 Every subject's stream is ``[GENDER RACE MARITAL AGE] (intervals* code-tokens Q?)* [TIMELINE_END]``
 (token design in :mod:`ehrscale.vocab`). Event order is the MEDS row order (subject_id, time, then

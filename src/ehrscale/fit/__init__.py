@@ -255,16 +255,11 @@ def fit_paths(paths, out_dir, settings: FitSettings, figures_dir=None, summary=N
         from ehrscale.figures import make_figures
 
         make_figures(points, result, figures_dir)
+    utility_section = fit_utility_paths(points, result, probes, baselines, settings, out_dir, figures_dir) if probes else ""
     if summary is not None:
         from ehrscale.report import write_summary
 
-        write_summary(result, summary)
-    if probes:
-        utility_section = fit_utility_paths(points, result, probes, baselines, settings, out_dir, figures_dir)
-        if summary is not None:
-            text = Path(summary).read_text() + utility_section
-            with atomic_path(summary) as tmp:
-                Path(tmp).write_text(text)
+        write_summary(result, summary, utility_section)
     return result
 
 
