@@ -17,8 +17,8 @@ from ehrscale.data import WindowStream, make_segments, validation_batches, write
 from ehrscale.store import TokenSplit
 from ehrscale.errors import EhrscaleError
 from ehrscale.io import load_settings
-from ehrscale.train import (EXIT_PREEMPTED, LOG_COLUMNS, METRICS_KEYS, TrainSettings, batch_size_for,
-                            learning_rate_for, lr_at)
+from ehrscale.train import (EXIT_PREEMPTED, LOG_COLUMNS, METRICS_KEYS, Schedule, TrainSettings, batch_size_for,
+                            learning_rate_for)
 
 torch.set_num_threads(1)
 
@@ -111,20 +111,32 @@ def test_validation_windows_are_fixed(tokens):
 # ------------------------------------------------------------------ schedule and rules
 
 
-def test_lr_schedule_endpoints():
+def test_cosine_schedule_endpoints():
     peak = 1e-3
-    assert lr_at(0.05, peak, 0.05, 0.1) == pytest.approx(peak)
-    assert lr_at(0.025, peak, 0.05, 0.1) == pytest.approx(peak / 2)
-    assert lr_at(1.0, peak, 0.05, 0.1) == pytest.approx(0.1 * peak)
-    assert lr_at(0.525, peak, 0.05, 0.1) == pytest.approx(0.55 * peak)  # cosine midpoint
-    lrs = [lr_at(p / 100, peak, 0.05, 0.1) for p in range(5, 101)]
+    cos = Schedule("cosine", peak, warmup=50, final_fraction=0.1, total=1000)
+    assert cos.lr(50) == pytest.approx(peak)
+    assert cos.lr(25) == pytest.approx(peak / 2)
+    assert cos.lr(1000) == pytest.approx(0.1 * peak)
+    assert cos.lr(525) == pytest.approx(0.55 * peak)  # cosine midpoint
+    lrs = [cos.lr(t) for t in range(50, 1001, 10)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
 
 
+def test_wsd_schedule_holds_then_decays_in_one_minus_sqrt():
+    peak = 1e-3
+    wsd = Schedule("wsd", peak, warmup=50, final_fraction=0.1, total=1000)
+    assert wsd.lr(25) == pytest.approx(peak / 2)
+    assert wsd.lr(10**9) == pytest.approx(peak)  # stable: no branch yet, whatever the tokens
+    assert wsd.lr(800, branch=800) == pytest.approx(peak)
+    assert wsd.lr(1000, branch=800) == pytest.approx(0.1 * peak)
+    assert wsd.lr(850, branch=800) == pytest.approx(0.1 * peak + 0.9 * peak * (1 - 0.25 ** 0.5))
+    assert wsd.lr(30, branch=20) == pytest.approx(peak * 20 / 50 * (1 - (10 / 980) ** 0.5) + 0.1 * peak * (10 / 980) ** 0.5)
+
+
 def test_batch_and_lr_rules():
-    s = TrainSettings()
-    assert batch_size_for(1_000_000, 256, s) == 4  # small budget: floor keeps steps
-    assert batch_size_for(4_000_000 * 8, 256, s) == 32
+    s = TrainSettings(min_steps=1000, batch_tokens_per_param=10.0)
+    assert batch_size_for(5_000, 256, s) == 1  # tiny size: one row keeps the step minimum
+    assert batch_size_for(256 * 1000 * 32 // 10, 256, s) == 32  # a cell of 10 tokens/param gets 1000 steps
     assert batch_size_for(10**13, 256, s) == 256
     assert batch_size_for(10**6, 256, TrainSettings(batch_size=7)) == 7
     assert learning_rate_for(64, s) == pytest.approx(3e-3)

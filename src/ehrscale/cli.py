@@ -1,6 +1,7 @@
 """The ``ehrscale`` command: one subcommand per workflow stage.
 
-Each stage module exposes ``add_arguments(parser)`` and ``run(args) -> int | None``.
+Each stage module exposes ``add_arguments(parser)`` and ``run(args) -> int | None`` (or,
+for a second command of one module, ``add_<suffix>_arguments`` and ``run_<suffix>``).
 Modules are imported only when their subcommand runs, so ``ehrscale extract`` never
 pays for importing torch.
 """
@@ -14,15 +15,17 @@ import sys
 
 from ehrscale.errors import EhrscaleError
 
-# subcommand -> (module, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
+# subcommand -> (module, one-line help[, function suffix])
+COMMANDS: dict[str, tuple[str, ...]] = {
     "synth": ("ehrscale.synth", "generate a synthetic cohort in MIMIC-IV's raw CSV layout"),
     "extract": ("ehrscale.extract", "read raw MIMIC-IV CSVs into a MEDS dataset with DuckDB"),
     "meds-import": ("ehrscale.meds_data", "validate any MEDS dataset and bring it into ehrscale's layout"),
     "tokenize": ("ehrscale.tokenize", "turn MEDS timelines into token streams"),
     "labels": ("ehrscale.labels", "write clinical task labels in the MEDS label schema"),
     "plan": ("ehrscale.grid", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),
-    "train": ("ehrscale.train", "train one IsoFLOPs cell"),
+    "tune": ("ehrscale.tune", "choose one size's peak learning rate from its sweep runs"),
+    "stable": ("ehrscale.train", "train one segment of a size's WSD stable phase", "stable"),
+    "train": ("ehrscale.train", "train one IsoFLOPs cell (with --branch: its WSD cooldown)"),
     "embed": ("ehrscale.probe.embed", "embed every task's labelled examples with one trained cell"),
     "probe": ("ehrscale.probe.linear", "fit the linear probe of one cell's embeddings on every task"),
     "baseline": ("ehrscale.probe.baseline", "fit the no-model baseline (bag of codes) of one task"),
@@ -32,7 +35,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = ["usage: ehrscale COMMAND [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:<11} {entry[1]}" for name, entry in COMMANDS.items()]
     lines += ["", "Run 'ehrscale COMMAND --help' for a command's options."]
     return "\n".join(lines)
 
@@ -51,14 +54,16 @@ def main(argv: list[str] | None = None) -> int:
     if name not in COMMANDS:
         print(f"ehrscale: unknown command '{name}'\n\n{_usage()}", file=sys.stderr)
         return 2
-    module_name, help_ = COMMANDS[name]
+    module_name, help_, *suffix = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"ehrscale {name}", description=help_)
-    module.add_arguments(parser)
+    add_arguments = getattr(module, f"add_{suffix[0]}_arguments" if suffix else "add_arguments")
+    run = getattr(module, f"run_{suffix[0]}" if suffix else "run")
+    add_arguments(parser)
     args = parser.parse_args(rest)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     try:
-        return int(module.run(args) or 0)
+        return int(run(args) or 0)
     except EhrscaleError as err:
         print(f"ehrscale {name}: error: {err}", file=sys.stderr)
         return 2

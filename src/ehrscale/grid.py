@@ -11,12 +11,24 @@ Cell ids look like ``C3e11_d32L2``: budget first so ids sort by budget, no ``+``
 spaces, safe as a Snakemake wildcard and a directory name (a decimal point in the budget
 becomes ``p``: ``C1p5e12_d32L2``).
 
+**Sizes centred on the optimum** (``grid.centre``). A fixed ladder filtered by tokens per
+parameter leaves the sampled window drifting across budgets, a known source of Approach 2
+bias. With ``centre`` set, each budget gets ``per_budget`` sizes centred (in ln N) on a
+predicted ``N_opt(C) = params x (C / budget) ** exponent`` (a prior exponent and one anchor,
+e.g. from a pilot fit). Sizes come from one geometric ladder of target sizes
+``params x spacing ** k`` shared by every budget, so a size recurs across budgets (which is
+what lets a WSD stable phase serve several cells), and ``size_for_params`` turns each
+target into a depth, width and head count. ``model_sizes`` is then not used.
+
+A cell is also dropped when even one row per step gives it fewer than ``train.min_steps``
+optimizer steps (the batch rule, ``ehrscale.train.batch_size_for``, is fixed per size).
+
 Config sections read by ``ehrscale plan --config`` (YAML):
 
 * ``model_sizes``: the ladder ``{name: {n_layer, d_model, n_head}}``, or the string
   ``"default"`` / ``"debug"`` for ``DEFAULT_SIZES`` / ``DEBUG_SIZES``;
 * ``grid``: ``GridSettings``; ``model``: ``ModelSettings`` (context length etc.);
-* ``train``: ``TrainSettings`` (only for the batch size / LR columns).
+* ``train``: ``TrainSettings`` (batch rule, step minimum, schedule, LR columns).
 """
 
 from __future__ import annotations
@@ -46,6 +58,77 @@ class GridSettings:
     min_tokens_per_param: float = 1.0
     max_tokens_per_param: float = 1000.0
     max_epochs: float = 4.0
+    centre: dict | None = None  # {params, budget, exponent, per_budget, spacing, aspect}: see CentreSettings
+
+
+@dataclasses.dataclass
+class CentreSettings:
+    """``grid.centre``: sizes centred on a predicted N_opt(C) = params * (C / budget) ** exponent."""
+
+    params: float  # predicted compute-optimal total parameters at `budget`
+    budget: float
+    exponent: float = 0.5  # prior a (Chinchilla 0.5; the paper 0.58)
+    per_budget: int = 6
+    spacing: float = 1.5  # ratio of neighbouring target sizes
+    aspect: float = 32.0  # d_model per layer of generated sizes
+    head_dim: int = 16
+
+    def __post_init__(self) -> None:
+        if not (self.params > 0 and self.budget > 0 and self.spacing > 1 and self.per_budget >= 1 and self.aspect > 0):
+            raise EhrscaleError("grid.centre needs params > 0, budget > 0, spacing > 1, per_budget >= 1, aspect > 0")
+
+
+def _widths():
+    d = 4
+    while d <= 8192:
+        yield d
+        d += 2 if d < 32 else 4 if d < 64 else 8 if d < 256 else 16 if d < 1024 else 64
+
+
+def size_for_params(target: float, vocab_size: int, model: ModelSettings | None = None,
+                    aspect: float = 32.0, head_dim: int = 16) -> tuple[str, dict[str, int]]:
+    """The generated size closest (in ln N, total parameters) to ``target``: ``(name, definition)``.
+
+    Depth grows with width (``n_layer = max(2, round(d_model / aspect))``); heads are about
+    ``head_dim`` wide with an even head dimension (rotary). Names are ``d<width>L<depth>``.
+    """
+    model = model or ModelSettings()
+    best: tuple[float, str, dict] | None = None
+    for d in _widths():
+        n_layer = max(2, round(d / aspect))
+        n_head = max(1, d // head_dim)
+        while d % n_head or (d // n_head) % 2:
+            n_head -= 1
+        size = {"n_layer": n_layer, "d_model": d, "n_head": n_head}
+        n = param_counts(GPTConfig.from_size(size, vocab_size, model))["total"]
+        err = abs(math.log(n / target))
+        if best is None or err < best[0]:
+            best = (err, f"d{d}L{n_layer}", size)
+        elif n > target:
+            break
+    return best[1], best[2]
+
+
+def centred_sizes(centre: CentreSettings, budget: float, vocab_size: int, model: ModelSettings) -> dict[str, dict]:
+    """``per_budget`` distinct generated sizes centred in ln N on the predicted N_opt(budget)."""
+    k_opt = centre.exponent * math.log(budget / centre.budget) / math.log(centre.spacing)
+    lo = round(k_opt - (centre.per_budget - 1) / 2)
+    hi = lo + centre.per_budget - 1
+    chosen: dict[str, dict] = {}
+
+    def add(k: int) -> None:
+        name, size = size_for_params(centre.params * centre.spacing ** k, vocab_size, model, centre.aspect, centre.head_dim)
+        chosen.setdefault(name, size)
+
+    for k in range(lo, hi + 1):
+        add(k)
+    while len(chosen) < centre.per_budget and hi - lo < 4 * centre.per_budget:  # coarse widths collide: widen
+        hi += 1
+        add(hi)
+        if len(chosen) < centre.per_budget and lo > k_opt - 2 * centre.per_budget:
+            lo -= 1
+            add(lo)
+    return chosen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,11 +201,18 @@ def plan_cells(
     context_length: int,
     train_tokens: int | None,
     model: ModelSettings | None = None,
+    train: Any = None,
 ) -> tuple[list[Cell], list[tuple[Cell, str]]]:
-    """All cells of the grid, split into (kept, [(dropped, reason)]), ordered by budget then size."""
+    """All cells of the grid, split into (kept, [(dropped, reason)]), ordered by budget then size.
+
+    ``train`` (``TrainSettings``) adds the step-minimum drop; without it the rule is not applied.
+    """
     model = dataclasses.replace(model or ModelSettings(), context_length=int(context_length))
+    centre = load_settings(CentreSettings, grid.centre, "grid.centre") if grid.centre else None
+    if centre and grid.sizes:
+        raise EhrscaleError("grid.centre generates the sizes: leave grid.sizes empty")
     names = list(grid.sizes) or list(sizes)
-    unknown = [n for n in names if n not in sizes]
+    unknown = [] if centre else [n for n in names if n not in sizes]
     if unknown:
         raise EhrscaleError(f"grid.sizes names unknown size(s) {unknown}; the ladder has {list(sizes)}")
     if not grid.budgets:
@@ -137,8 +227,9 @@ def plan_cells(
     for budget in sorted(float(b) for b in grid.budgets):
         if not budget > 0:
             raise EhrscaleError(f"grid.budgets must be positive, got {budget}")
-        for name in names:
-            cfg = GPTConfig.from_size(sizes[name], vocab_size, model)
+        budget_sizes = centred_sizes(centre, budget, vocab_size, model) if centre else {n: sizes[n] for n in names}
+        for name, size in budget_sizes.items():
+            cfg = GPTConfig.from_size(size, vocab_size, model)
             counts = param_counts(cfg)
             fpt = flops_per_token(cfg)
             tokens = int(budget // fpt)
@@ -157,9 +248,55 @@ def plan_cells(
                 dropped.append((cell, f"tokens/param {tpp:.3g} > max_tokens_per_param {grid.max_tokens_per_param:g}"))
             elif epochs is not None and epochs > grid.max_epochs:
                 dropped.append((cell, f"epochs {epochs:.3g} > max_epochs {grid.max_epochs:g}"))
+            elif train is not None and (steps := _steps(cell, context_length, train)) < train.min_steps:
+                dropped.append((cell, f"{steps} steps < train.min_steps {train.min_steps} at its size's batch"))
             else:
                 kept.append(cell)
     return kept, dropped
+
+
+def _steps(cell: Cell, context_length: int, train) -> int:
+    from ehrscale.train import batch_size_for
+
+    return math.ceil(cell.tokens / (batch_size_for(cell.n_params, context_length, train) * context_length))
+
+
+def size_definition(cell: Cell) -> dict[str, int]:
+    """What ``model_sizes`` would hold for the cell's size (generated sizes have no config entry)."""
+    return {"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head, "ffn_hidden": cell.ffn_hidden}
+
+
+def stable_chains(cells: list[Cell], train) -> dict[str, list[int]]:
+    """WSD: each size's branch points, ascending (its stable segments end at these token counts)."""
+    from ehrscale.train import branch_point
+
+    chains: dict[str, set[int]] = {}
+    for c in cells:
+        chains.setdefault(c.size, set()).add(branch_point(c.tokens, train))
+    return {size: sorted(points) for size, points in chains.items()}
+
+
+def trained_tokens(cells: list[Cell], train) -> dict[str, int]:
+    """Tokens the grid trains under each schedule: every cell from scratch, or WSD chains + cooldowns."""
+    from ehrscale.train import branch_point
+
+    chains = stable_chains(cells, train)
+    cooldowns = sum(c.tokens - branch_point(c.tokens, train) for c in cells)
+    return {"cosine": sum(c.tokens for c in cells), "wsd": sum(p[-1] for p in chains.values()) + cooldowns}
+
+
+def tune_cells(cells: list[Cell], multipliers: list[float], train) -> list[tuple[Cell, float]]:
+    """The LR sweep: each size's smallest cell, once per multiplier of the width rule's LR.
+
+    Empty when no multipliers are given or ``train.learning_rate`` pins the LR.
+    """
+    if not multipliers or train.learning_rate:
+        return []
+    smallest: dict[str, Cell] = {}
+    for c in cells:
+        if c.size not in smallest or c.tokens < smallest[c.size].tokens:
+            smallest[c.size] = c
+    return [(c, float(m)) for c in smallest.values() for m in multipliers]
 
 
 def find_cell(cell: str, sizes, grid, vocab_size, context_length, train_tokens, model=None) -> Cell:
@@ -178,10 +315,14 @@ def plan_from_config(config: dict, tokens_dir: str | Path) -> tuple[list[Cell], 
     """The grid for a workflow config once the tokens exist (vocab size and train-split size)."""
     from ehrscale.store import read_stats, target_tokens_from_stats
 
+    from ehrscale.train import TrainSettings
+
     stats = read_stats(tokens_dir)
     model = load_settings(ModelSettings, config.get("model"), "model")
+    train = load_settings(TrainSettings, config.get("train"), "train")
     return plan_cells(resolve_sizes(config.get("model_sizes")), load_settings(GridSettings, config.get("grid"), "grid"),
-                      int(stats["vocab_size"]), model.context_length, target_tokens_from_stats(stats, "train"), model)
+                      int(stats["vocab_size"]), model.context_length, target_tokens_from_stats(stats, "train"), model,
+                      train)
 
 
 def single_cell_grid(cell: str, grid: GridSettings) -> dict:
@@ -252,7 +393,7 @@ def run(args) -> int:
     if (args.mfu is None) != (args.peak_flops is None):
         raise EhrscaleError("--mfu and --peak-flops go together")
 
-    from ehrscale.train import TrainSettings, batch_size_for, learning_rate_for
+    from ehrscale.train import TrainSettings, batch_size_for, branch_point, learning_rate_for
 
     config = load_config(args.config)
     sizes = resolve_sizes(config.get("model_sizes"))
@@ -272,7 +413,7 @@ def run(args) -> int:
         train_tokens = target_tokens_from_stats(stats, "train")
     if not vocab_size:
         raise EhrscaleError("give --tokens-stats or --vocab-size")
-    kept, dropped = plan_cells(sizes, grid, vocab_size, model.context_length, train_tokens, model)
+    kept, dropped = plan_cells(sizes, grid, vocab_size, model.context_length, train_tokens, model, train)
 
     # The throughput: the flags, else the config's `cluster` section (what the workflow gives
     # the scheduler), else none (no time estimates).
@@ -299,7 +440,7 @@ def run(args) -> int:
     total_s = 0.0
     rows = []
     for c in kept:
-        bs = batch_size_for(c.tokens, ctx, train)
+        bs = batch_size_for(c.n_params, ctx, train)
         steps = math.ceil(c.tokens / (bs * ctx))
         lr = learning_rate_for(c.d_model, train)
         s = est_seconds(c)
@@ -308,10 +449,26 @@ def run(args) -> int:
         print(f"{c.id:<22} {c.n_params:>10,} {c.n_params_nonembedding:>10,} {c.tokens:>11,} {c.budget:>9.3g} {c.tokens_per_param:>8.3g} {ep:>7} {bs:>5} {steps:>7} {lr:>8.2e} {_fmt_time(s):>7}")
         rows.append({**c.as_dict(), "batch_size": bs, "steps_approx": steps, "learning_rate": lr, "estimated_seconds": s})
     gpus = int(cluster.get("gpus_per_job", 1) or 0)
-    print(f"jobs: {len(kept)} training jobs, one per cell" + (f", {gpus} GPU each" if gpus else ", CPU only"))
+    chains = stable_chains(kept, train)
+    tune_runs = tune_cells(kept, (config.get("tune") or {}).get("lr_multipliers") or [], train)
+    wsd_jobs = sum(len(p) for p in chains.values())
+    print(f"jobs: {len(kept)} cells" + (f" (cooldowns) + {wsd_jobs} stable segments in {len(chains)} chains"
+          if train.schedule == "wsd" else "") + (f" + {len(tune_runs)} LR-tune runs" if tune_runs else "")
+          + (f", {gpus} GPU each" if gpus else ", CPU only"))
+    tokens = trained_tokens(kept, train)
+    tune_tokens = sum(c.tokens for c, _ in tune_runs)
+    print(f"tokens trained: cosine {tokens['cosine']:,}, wsd {tokens['wsd']:,} "
+          f"({100 * tokens['wsd'] / max(tokens['cosine'], 1):.0f} % of cosine)" + (f"; LR tune {tune_tokens:,}" if tune_runs else ""))
     if kept and rate:
         longest = max(kept, key=lambda c: est_seconds(c))
-        print(f"{'GPU' if gpus else 'CPU'}-hours: {total_s * max(gpus, 1) / 3600:,.1f} at {rate}")
+        per_token = {c.size: est_seconds(c) / max(c.tokens, 1) for c in kept}
+        wsd_s = sum((c.tokens - branch_point(c.tokens, train)) * per_token[c.size] for c in kept)
+        wsd_s += sum(points[-1] * per_token[size] for size, points in chains.items())
+        tune_s = sum(est_seconds(c) for c, _ in tune_runs)
+        unit = "GPU" if gpus else "CPU"
+        hours = lambda sec: f"{sec * max(gpus, 1) / 3600:,.1f}"  # noqa: E731
+        print(f"{unit}-hours at {rate}: cosine {hours(total_s)}, wsd {hours(wsd_s)} "
+              f"(this config: {train.schedule})" + (f"; LR tune {hours(tune_s)}" if tune_runs else ""))
         line = f"longest job: {longest.id} {_fmt_time(est_seconds(longest))}"
         if cluster.get("runtime_factor") and not (args.tokens_per_second or args.mfu):
             requested = job_resources(longest, ctx, vocab_size, cluster)["runtime"]

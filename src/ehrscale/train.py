@@ -1,37 +1,51 @@
-"""Train one IsoFLOPs cell, resumably: ``ehrscale train``.
+"""Train one IsoFLOPs cell, resumably: ``ehrscale train`` (and ``ehrscale stable``).
 
-The job trains the cell's model on exactly ``D`` real target tokens of the training split
-(the last batch's surplus targets are masked), then scores the fixed validation windows of
-the tuning split (the same windows for every cell; this is the loss the fits use) and
-writes, in ``RUN_DIR``:
+A cell trains its model on exactly ``D`` real target tokens of the training split (the last
+batch's surplus targets are masked), then scores the fixed validation windows of the tuning
+split (the same windows for every cell; this is the loss the fits use) and writes, in
+``RUN_DIR``:
 
-* ``metrics.json`` (written last: its presence means the cell is done),
+* ``metrics.json`` (written last: its presence means the cell is done; ``schedule`` says how),
 * ``model.pt`` (``{"config", "state_dict", "cell"}``), ``log.csv`` (one row per logged step).
 
-**Optimisation.** AdamW (beta 0.9, 0.95; weight decay 0.1 on matrices only, i.e. parameters
-with >= 2 dims, which includes the tied embedding as in nanoGPT; none on RMSNorm scales),
-gradient clipping at 1.0. The LR schedule is a function of the fraction ``p`` of ``D``
-done at the end of a step: linear warmup to the peak at ``p = warmup_fraction``, then
-cosine decay to ``final_lr_fraction`` x peak at ``p = 1``.
+**Schedules** (``train.schedule``, the :class:`Schedule` component). Both warm up linearly
+over ``warmup_tokens_per_param x N`` tokens (N total parameters: Porian et al. 2024 warm
+up for N tokens), then
 
-**Batch size and LR rule** (``batch_size_for`` / ``learning_rate_for``), from the CPU sweep
-in which a fixed 4 x 256-token batch gave clean IsoFLOPs curves while 16 x 256 left large
-cells with 20-450 steps and erased the law:
+* ``cosine``: decay to ``final_lr_fraction`` x peak at ``D`` (one job per cell);
+* ``wsd`` (warmup-stable-decay, Hägele et al. 2024): hold the peak, and over the last
+  ``cooldown_fraction`` of ``D`` decay to ``final_lr_fraction`` x peak in the ``1 - sqrt``
+  shape. The stable phase does not depend on ``D``, so the workflow trains it once per
+  size, as a chain of ``ehrscale stable`` segments that each stop at one cell's branch
+  point (the first step boundary at or past ``ceil((1 - cooldown_fraction) D)``), and
+  every cell is a cooldown job started from its branch state (``ehrscale train --branch``).
+  Without ``--branch`` a WSD cell trains warmup, stable phase and cooldown in one job; the
+  result is the same, bit for bit on CPU.
 
-* rows per step = the power of two ``<= D / (context_length * min_steps)``, clipped to
-  ``[min_batch_size, max_batch_size]``: every cell gets about ``min_steps`` or more steps;
-  bigger budgets get bigger batches;
-* peak LR = ``lr_base * (lr_ref_width / d_model) ** lr_width_exponent``
-  (3e-3 * (64 / d_model)^0.75 by default).
+What a size's chain shares with all its cells, and so is fixed per size: the batch size
+(rows per step), the peak LR, the warmup, the data order (``seed``, ``window_mode``) and
+every optimiser setting. Only ``D`` (and so the branch point) differs between cells.
 
-Both can be pinned with ``batch_size`` / ``learning_rate``.
+**Batch size and LR** (``batch_size_for`` / ``learning_rate_for``), per size:
+
+* rows per step = the power of two ``<= batch_tokens_per_param x N / (context_length x
+  min_steps)``, clipped to ``[min_batch_size, max_batch_size]``: a cell with as few as
+  ``batch_tokens_per_param`` tokens per parameter still gets ``min_steps`` steps, and the
+  grid drops cells with fewer (``ehrscale.grid``);
+* peak LR = ``lr_base x (lr_ref_width / d_model) ** lr_width_exponent``, unless the
+  workflow's ``tune`` step chose it (``--lr-file``) or ``learning_rate`` pins it.
+
+**Optimisation.** AdamW (beta1 0.9; beta2 0.99, not 0.95: at a few thousand tokens per
+step 0.95 is too short a memory, Porian et al. 2024; weight decay 0.1 on matrices only,
+i.e. parameters with >= 2 dims, which includes the tied embedding as in nanoGPT), gradient
+clipping at 1.0.
 
 **Resume.** A checkpoint (model, optimizer, step, tokens, stream position (epoch, row),
-RNG states, log rows) is written atomically to ``RUN_DIR/checkpoint.pt`` every
-``checkpoint_minutes`` (and every ``checkpoint_every_steps`` if set). On SIGTERM or SIGUSR1
-the job finishes its current step, checkpoints and exits with code 75 (``EX_TEMPFAIL``);
-rerunning the same command resumes bit-for-bit on CPU. The checkpoint is removed once the
-outputs are written. A checkpoint whose ``config_hash`` differs from the job's is refused.
+RNG states, log rows) is written atomically every ``checkpoint_minutes`` (and every
+``checkpoint_every_steps`` if set): ``RUN_DIR/checkpoint.pt`` for a cell, ``<out>.resume.pt``
+for a stable segment. On SIGTERM or SIGUSR1 the job finishes its current step, checkpoints
+and exits with code 75 (``EX_TEMPFAIL``); rerunning the same command resumes bit-for-bit on
+CPU. A checkpoint whose hash differs from the job's is set aside, never resumed.
 
 **Precision.** bf16 autocast on CUDA, fp32 on CPU; ``compile: true`` wraps the model in
 ``torch.compile``. ``device: auto`` picks CUDA when present.
@@ -57,18 +71,20 @@ import torch
 
 from ehrscale.config import load_config
 from ehrscale.data import WindowStream, validation_batches
-from ehrscale.store import TokenSplit, read_stats, target_tokens_from_stats
 from ehrscale.errors import EhrscaleError
 from ehrscale.grid import Cell, GridSettings, find_cell, resolve_sizes
 from ehrscale.io import atomic_path, load_settings, write_json
-from ehrscale.model import GPT, GPTConfig, ModelSettings, flops_per_token, mfu, peak_flops_for
+from ehrscale.model import GPT, GPTConfig, ModelSettings, flops_per_token, mfu, param_counts, peak_flops_for
+from ehrscale.store import TokenSplit, read_stats, target_tokens_from_stats
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved, rerun to resume
+SCHEDULES = ("cosine", "wsd")
 
 METRICS_KEYS = (
     "cell", "size", "budget", "n_params", "n_params_nonembedding", "tokens", "flops", "flops_per_token",
     "val_loss", "train_loss", "epochs", "wall_seconds", "tokens_per_second", "device", "dtype", "mfu",
-    "config_hash", "seed", "context_length", "batch_size", "learning_rate",
+    "config_hash", "seed", "context_length", "batch_size", "learning_rate", "schedule", "warmup_tokens",
+    "branch_tokens", "job_wall_seconds",
 )
 LOG_COLUMNS = ("step", "tokens", "flops", "train_loss", "lr", "tokens_per_second", "elapsed_s")
 
@@ -83,19 +99,22 @@ class TrainSettings:
     compile: bool = False
     threads: int | None = None  # torch CPU threads; None leaves torch's default
     window_mode: str = "pack"  # pack | pad (see ehrscale.data)
-    batch_size: int | None = None  # rows per step; None: the rule below
-    min_steps: int = 2000
-    min_batch_size: int = 4
+    schedule: str = "cosine"  # cosine | wsd
+    cooldown_fraction: float = 0.2  # wsd: the decay's share of D
+    batch_size: int | None = None  # rows per step; None: the per-size rule
+    min_steps: int = 1000
+    batch_tokens_per_param: float = 10.0  # the rule sizes the batch for a cell this short
+    min_batch_size: int = 1
     max_batch_size: int = 256
-    learning_rate: float | None = None  # peak LR; None: the rule below
+    learning_rate: float | None = None  # peak LR; None: tuned (workflow) or the width rule
     lr_base: float = 3e-3
     lr_ref_width: int = 64
     lr_width_exponent: float = 0.75
-    warmup_fraction: float = 0.05
+    warmup_tokens_per_param: float = 1.0
     final_lr_fraction: float = 0.1
     weight_decay: float = 0.1
     beta1: float = 0.9
-    beta2: float = 0.95
+    beta2: float = 0.99
     grad_clip: float = 1.0
     val_windows: int = 256  # fixed validation windows from the tuning split
     val_batch_size: int = 32
@@ -108,15 +127,16 @@ class TrainSettings:
     stop_after_steps: int | None = None  # test hook: send ourselves SIGTERM after this step
 
 
-# Settings that change no result: left out of config_hash so a resume may alter them.
+# Settings that change no result: left out of the hashes so a resume may alter them.
 _UNHASHED = {"threads", "log_every_steps", "progress_seconds", "checkpoint_minutes", "checkpoint_every_steps",
              "stop_after_steps", "compile", "peak_flops"}
 
 
-def batch_size_for(tokens: int, context_length: int, s: TrainSettings) -> int:
+def batch_size_for(n_params: int, context_length: int, s: TrainSettings) -> int:
+    """Rows per step for a size of ``n_params`` total parameters (the same for all its cells)."""
     if s.batch_size:
         return int(s.batch_size)
-    raw = tokens / (context_length * max(1, s.min_steps))
+    raw = s.batch_tokens_per_param * n_params / (context_length * max(1, s.min_steps))
     rows = 2 ** int(math.floor(math.log2(raw))) if raw >= 1 else 1
     return int(min(max(rows, s.min_batch_size), s.max_batch_size))
 
@@ -127,14 +147,38 @@ def learning_rate_for(d_model: int, s: TrainSettings) -> float:
     return float(s.lr_base * (s.lr_ref_width / d_model) ** s.lr_width_exponent)
 
 
-def lr_at(progress: float, peak: float, warmup_fraction: float, final_fraction: float) -> float:
-    """LR when a fraction ``progress`` of D is done: linear warmup, then cosine to final_fraction."""
-    p = min(max(progress, 0.0), 1.0)
-    if warmup_fraction > 0 and p < warmup_fraction:
-        return peak * p / warmup_fraction
-    t = (p - warmup_fraction) / max(1.0 - warmup_fraction, 1e-12)
-    low = peak * final_fraction
-    return low + 0.5 * (peak - low) * (1.0 + math.cos(math.pi * t))
+def branch_point(tokens: int, s: TrainSettings) -> int:
+    """The nominal token count at which a WSD cell of ``tokens`` leaves its size's stable phase."""
+    return int(math.ceil((1.0 - s.cooldown_fraction) * tokens))
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Peak LR as a function of tokens done at the end of a step (see the module docstring).
+
+    ``total`` is the cell's D (None for a stable segment, which never decays). For ``wsd``
+    the decay starts at ``branch``, the tokens actually done when the stable phase stopped.
+    """
+
+    kind: str
+    peak: float
+    warmup: float
+    final_fraction: float
+    total: int | None = None
+
+    def lr(self, tokens: int, branch: int | None = None) -> float:
+        warm = self.peak * min(1.0, tokens / self.warmup) if self.warmup > 0 else self.peak
+        low = self.peak * self.final_fraction
+        if self.kind == "cosine":
+            if tokens < self.warmup:
+                return warm
+            t = (tokens - self.warmup) / max(self.total - self.warmup, 1e-12)
+            return low + 0.5 * (self.peak - low) * (1.0 + math.cos(math.pi * min(t, 1.0)))
+        if branch is None:
+            return warm
+        start = self.peak * min(1.0, branch / self.warmup) if self.warmup > 0 else self.peak
+        x = min(max((tokens - branch) / max(self.total - branch, 1), 0.0), 1.0)
+        return low + (start - low) * (1.0 - math.sqrt(x))
 
 
 def check_settings(s: TrainSettings) -> None:
@@ -142,8 +186,12 @@ def check_settings(s: TrainSettings) -> None:
         raise EhrscaleError(f"train.window_mode must be 'pack' or 'pad', got {s.window_mode!r}")
     if s.dtype not in ("auto", "bfloat16", "float32"):
         raise EhrscaleError(f"train.dtype must be auto, bfloat16 or float32, got {s.dtype!r}")
-    if not 0 <= s.warmup_fraction < 1:
-        raise EhrscaleError("train.warmup_fraction must be in [0, 1)")
+    if s.schedule not in SCHEDULES:
+        raise EhrscaleError(f"train.schedule must be one of {', '.join(SCHEDULES)}, got {s.schedule!r}")
+    if not 0 < s.cooldown_fraction <= 1:
+        raise EhrscaleError("train.cooldown_fraction must be in (0, 1]")
+    if s.warmup_tokens_per_param < 0:
+        raise EhrscaleError("train.warmup_tokens_per_param must be >= 0")
     if s.val_windows < 1 or s.val_batch_size < 1 or s.log_every_steps < 1:
         raise EhrscaleError("train.val_windows, train.val_batch_size and train.log_every_steps must be >= 1")
 
@@ -157,13 +205,7 @@ def _pick_device(name: str) -> torch.device:
     return dev
 
 
-def config_hash(cell: Cell, cfg: GPTConfig, s: TrainSettings, stats: dict, device: str, dtype: str) -> str:
-    """What a run's numbers depend on, including the device kind and precision actually used."""
-    payload = {
-        "cell": cell.as_dict(), "model": dataclasses.asdict(cfg), "device": device, "dtype": dtype,
-        "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED},
-        "tokens": {"vocab_size": stats.get("vocab_size"), "splits": stats.get("splits")},
-    }
+def _digest(payload: dict) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -172,6 +214,14 @@ def _fmt_eta(seconds: float) -> str:
         return "?"
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+def read_tuned_lr(path: str | Path) -> float:
+    """The peak LR the tune step chose for a size (``ehrscale.tune``'s JSON)."""
+    try:
+        return float(json.loads(Path(path).read_text())["learning_rate"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise EhrscaleError(f"{path}: not a tune result with a learning_rate ({err})") from err
 
 
 class _StopFlag:
@@ -197,166 +247,267 @@ class _StopFlag:
             signal.signal(sig, old)
 
 
-def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_settings: ModelSettings,
-               settings: TrainSettings, stats: dict | None = None) -> int:
-    """Train ``cell``; returns 0 when done, EXIT_PREEMPTED after a signal-triggered checkpoint."""
-    check_settings(settings)
-    s = settings
-    tokens_dir, out = Path(tokens_dir), Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stats = stats if stats is not None else read_stats(tokens_dir)
-    if s.threads:
-        torch.set_num_threads(int(s.threads))
-    device = _pick_device(s.device)
-    use_bf16 = s.dtype == "bfloat16" or (s.dtype == "auto" and device.type == "cuda")
-    dtype_name = "bfloat16" if use_bf16 else "float32"
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+class Trainer:
+    """One size's model, optimiser and data stream, and the training loop over them.
 
-    ctx = model_settings.context_length
-    cfg = GPTConfig.from_size({"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head,
-                               "ffn_hidden": cell.ffn_hidden},
-                              int(stats["vocab_size"]), model_settings)
-    D = int(cell.tokens)
-    batch_size = batch_size_for(D, ctx, s)
-    peak_lr = learning_rate_for(cfg.d_model, s)
-    fpt = flops_per_token(cfg)
-    chash = config_hash(cell, cfg, s, stats, device.type, dtype_name)
+    ``chain_hash`` covers everything a size's stable phase depends on; a cell adds its D.
+    """
 
-    torch.manual_seed(s.seed)
-    random.seed(s.seed)
-    np.random.seed(s.seed % 2**32)
-    model = GPT(cfg).to(device)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=peak_lr, betas=(s.beta1, s.beta2), fused=device.type == "cuda",
-    )
-    val_batches = fixed_validation_batches(tokens_dir, ctx, s)
-    train_split = TokenSplit(tokens_dir / "train")
-    stream = WindowStream(train_split, ctx, seed=s.seed, mode=s.window_mode)
+    def __init__(self, tokens_dir: str | Path, size: str, size_def: dict, model_settings: ModelSettings,
+                 settings: TrainSettings, stats: dict | None = None) -> None:
+        check_settings(settings)
+        s = self.s = settings
+        self.tokens_dir = Path(tokens_dir)
+        self.stats = stats if stats is not None else read_stats(self.tokens_dir)
+        if s.threads:
+            torch.set_num_threads(int(s.threads))
+        self.device = _pick_device(s.device)
+        self.use_bf16 = s.dtype == "bfloat16" or (s.dtype == "auto" and self.device.type == "cuda")
+        self.dtype_name = "bfloat16" if self.use_bf16 else "float32"
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        self.size = size
+        self.cfg = GPTConfig.from_size(size_def, int(self.stats["vocab_size"]), model_settings)
+        self.ctx = model_settings.context_length
+        self.n_params = param_counts(self.cfg)["total"]
+        self.fpt = flops_per_token(self.cfg)
+        self.batch_size = batch_size_for(self.n_params, self.ctx, s)
+        self.peak_lr = learning_rate_for(self.cfg.d_model, s)
+        self.warmup = s.warmup_tokens_per_param * self.n_params
+        self.chain_hash = _digest({
+            "model": dataclasses.asdict(self.cfg), "device": self.device.type, "dtype": self.dtype_name,
+            "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED},
+            "batch_size": self.batch_size, "peak_lr": self.peak_lr,
+            "tokens": {"vocab_size": self.stats.get("vocab_size"), "splits": self.stats.get("splits")},
+        })
 
-    st: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "row": 0, "elapsed": 0.0,
-                          "loss_sum": 0.0, "loss_n": 0, "last_train_loss": float("nan"), "log": []}
-    ckpt_path = out / "checkpoint.pt"
-    ck = torch.load(ckpt_path, map_location="cpu", weights_only=False) if ckpt_path.exists() else {}
-    if ckpt_path.exists() and ck.get("config_hash") != chash:
-        # A changed config (or another device kind) means a different run: keep the old state
-        # for inspection, and start this one afresh rather than fail on every retry.
-        stale = ckpt_path.with_name(f"checkpoint.{ck.get('config_hash')}.pt")
-        os.replace(ckpt_path, stale)
-        print(f"[{cell.id}] {ckpt_path.name} is from another configuration (hash {ck.get('config_hash')} != "
-              f"{chash}); moved to {stale.name}, starting afresh", file=sys.stderr, flush=True)
-    if ckpt_path.exists():
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        st = ck["state"]
+        torch.manual_seed(s.seed)
+        random.seed(s.seed)
+        np.random.seed(s.seed % 2**32)
+        self.model = GPT(self.cfg).to(self.device)
+        decay = [p for p in self.model.parameters() if p.dim() >= 2]
+        no_decay = [p for p in self.model.parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.peak_lr, betas=(s.beta1, s.beta2), fused=self.device.type == "cuda",
+        )
+        self.train_split = TokenSplit(self.tokens_dir / "train")
+        self.stream = WindowStream(self.train_split, self.ctx, seed=s.seed, mode=s.window_mode)
+        self.st: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "row": 0, "elapsed": 0.0, "loss_sum": 0.0,
+                                   "loss_n": 0, "last_train_loss": float("nan"), "log": [], "branch": None}
+
+    def schedule(self, total: int | None) -> Schedule:
+        return Schedule(self.s.schedule, self.peak_lr, self.warmup, self.s.final_lr_fraction, total)
+
+    # -- state files: checkpoints and stable-phase branch states share one format
+
+    def save(self, path: Path, hash_: str) -> None:
+        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+               "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}
+        with atomic_path(path) as tmp:
+            torch.save({"config_hash": hash_, "model": self.model.state_dict(), "optimizer": self.opt.state_dict(),
+                        "state": self.st, "rng": rng}, tmp)
+
+    def load(self, path: Path, hash_: str, what: str) -> bool:
+        """Load ``path`` if it exists and carries ``hash_``; a stale checkpoint is set aside.
+
+        ``what`` names the file's role: a resume checkpoint of another configuration is moved
+        aside (so every retry does not fail), a branch state of another one is an error.
+        """
+        if not path.exists():
+            return False
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck.get("config_hash") != hash_:
+            if what == "branch":
+                raise EhrscaleError(f"{path}: branch state of another configuration (hash {ck.get('config_hash')}, "
+                                    f"this job's size needs {hash_}); rerun its stable segments")
+            stale = path.with_name(f"{path.stem}.{ck.get('config_hash')}{path.suffix}")
+            os.replace(path, stale)
+            print(f"[{self.size}] {path.name} is from another configuration (hash {ck.get('config_hash')} != "
+                  f"{hash_}); moved to {stale.name}, starting afresh", file=sys.stderr, flush=True)
+            return False
+        self.model.load_state_dict(ck["model"])
+        self.opt.load_state_dict(ck["optimizer"])
+        self.st = ck["state"]
+        self.st.setdefault("branch", None)
         torch.set_rng_state(ck["rng"]["torch"])
-        if device.type == "cuda" and ck["rng"].get("cuda") is not None:
+        if self.device.type == "cuda" and ck["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
         np.random.set_state(ck["rng"]["numpy"])
         random.setstate(ck["rng"]["python"])
+        return True
+
+    # -- the loop
+
+    def run(self, label: str, stop_at: int, schedule: Schedule, *, exact: bool, branch_at: int | None,
+            ckpt: Path, ckpt_hash: str) -> bool:
+        """Train until ``stop_at`` tokens; False if a signal checkpointed the run first.
+
+        ``exact``: mask the last batch to land exactly on ``stop_at`` (a cell's D); else stop at
+        the first step boundary at or past it (a stable segment). ``branch_at``: a WSD run in
+        one job starts its decay at the first step boundary at or past this.
+        """
+        s, st, device = self.s, self.st, self.device
+        fwd = torch.compile(self.model) if s.compile else self.model
+        autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=self.use_bf16)
+        t_start = time.perf_counter()
+        elapsed0, tokens0 = st["elapsed"], st["tokens"]
+        last_ckpt = last_progress = t_start
+        interval_t, interval_tokens = t_start, st["tokens"]
+        loss_acc = torch.zeros((), device=device, dtype=torch.float64)  # token-weighted, since last log
+        loss_acc += st["loss_sum"]
+        loss_n = st["loss_n"]
+        self.model.train()
+        with _StopFlag() as stop:
+            while st["tokens"] < stop_at:
+                batch, nxt_epoch, nxt_row = self.stream.next_batch(st["epoch"], st["row"], self.batch_size)
+                n = batch.n_targets
+                if exact and st["tokens"] + n > stop_at:  # last step: keep exactly stop_at - tokens targets
+                    keep = stop_at - st["tokens"]
+                    flat = batch.targets.view(-1)
+                    real = (flat != -100).nonzero().squeeze(1)
+                    flat[real[keep:]] = -100
+                    n = keep
+                batch = batch.to(device)
+                lr = schedule.lr(st["tokens"] + n, st["branch"])
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                with autocast:
+                    _, loss = fwd(batch.inputs, batch.targets, batch.positions, batch.segments)
+                loss.backward()
+                if s.grad_clip:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
+                self.opt.step()
+                self.opt.zero_grad(set_to_none=True)
+                loss_acc += loss.detach().double() * n
+                loss_n += n
+                st["step"] += 1
+                st["tokens"] += n
+                st["epoch"], st["row"] = nxt_epoch, nxt_row
+                if branch_at is not None and st["branch"] is None and st["tokens"] >= branch_at:
+                    st["branch"] = st["tokens"]
+                now = time.perf_counter()
+                st["elapsed"] = elapsed0 + (now - t_start)
+                done = st["tokens"] >= stop_at
+                log_due = st["step"] % s.log_every_steps == 0 or done
+                progress_due = done or st["step"] == 1 or now - last_progress >= s.progress_seconds
+                if log_due or progress_due:
+                    train_loss = loss_acc.item() / max(loss_n, 1)  # token-weighted mean since the last log row
+                    tps = (st["tokens"] - interval_tokens) / max(now - interval_t, 1e-9)
+                    if log_due:
+                        st["log"].append({"step": st["step"], "tokens": st["tokens"], "flops": st["tokens"] * self.fpt,
+                                          "train_loss": train_loss, "lr": lr, "tokens_per_second": tps,
+                                          "elapsed_s": st["elapsed"]})
+                        st["last_train_loss"] = train_loss
+                        loss_acc.zero_()
+                        loss_n = 0
+                        interval_t, interval_tokens = now, st["tokens"]
+                    if progress_due:
+                        avg_tps = (st["tokens"] - tokens0) / max(now - t_start, 1e-9)
+                        eta = (stop_at - st["tokens"]) / avg_tps if avg_tps > 0 else float("inf")
+                        print(f"[{label}] step {st['step']} tokens {st['tokens']:,}/{stop_at:,} "
+                              f"({100 * st['tokens'] / stop_at:.1f}%) loss {train_loss:.4f} lr {lr:.2e} "
+                              f"{tps:,.0f} tok/s ETA {_fmt_eta(eta)}", file=sys.stderr, flush=True)
+                        last_progress = now
+                if s.stop_after_steps is not None and st["step"] == s.stop_after_steps and not done:
+                    os.kill(os.getpid(), signal.SIGTERM)  # same path as a scheduler's preemption signal
+                if done:
+                    break
+                if stop.signum is not None or (s.checkpoint_every_steps and st["step"] % s.checkpoint_every_steps == 0) \
+                        or now - last_ckpt >= s.checkpoint_minutes * 60:
+                    st["loss_sum"], st["loss_n"] = loss_acc.item(), loss_n
+                    self.save(ckpt, ckpt_hash)
+                    last_ckpt = time.perf_counter()
+                    if stop.signum is not None:
+                        print(f"[{label}] signal {stop.signum}: checkpoint saved at step {st['step']}; exit {EXIT_PREEMPTED}",
+                              file=sys.stderr, flush=True)
+                        return False
+        st["loss_sum"], st["loss_n"] = loss_acc.item(), loss_n
+        return True
+
+
+def train_stable(tokens_dir: str | Path, out: str | Path, size: str, size_def: dict, until: int,
+                 model_settings: ModelSettings, settings: TrainSettings, start: str | Path | None = None,
+                 stats: dict | None = None) -> int:
+    """One segment of a size's WSD stable phase: from ``start`` (or step 0) to ``until`` tokens.
+
+    Writes the branch state ``out`` (the checkpoint format); 0 when done, EXIT_PREEMPTED after
+    a signal (resume from ``<out>.resume.pt`` on rerun).
+    """
+    if settings.schedule != "wsd":
+        raise EhrscaleError(f"stable segments belong to train.schedule: wsd, not {settings.schedule!r}")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(tokens_dir, size, size_def, model_settings, settings, stats)
+    resume = out.with_name(out.name + ".resume.pt")
+    if not trainer.load(resume, trainer.chain_hash, "checkpoint") and start is not None:
+        trainer.load(Path(start), trainer.chain_hash, "branch")
+    st = trainer.st
+    if st["tokens"] > 0:
+        print(f"[{size}] stable phase from step {st['step']}, {st['tokens']:,} tokens", file=sys.stderr, flush=True)
+    label = f"{size} stable"
+    if not trainer.run(label, int(until), trainer.schedule(None), exact=False, branch_at=None, ckpt=resume,
+                       ckpt_hash=trainer.chain_hash):
+        return EXIT_PREEMPTED
+    trainer.save(out, trainer.chain_hash)
+    resume.unlink(missing_ok=True)
+    print(f"[{label}] branch state at {st['tokens']:,} tokens (step {st['step']}) -> {out}", file=sys.stderr, flush=True)
+    return 0
+
+
+def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_settings: ModelSettings,
+               settings: TrainSettings, stats: dict | None = None, branch: str | Path | None = None) -> int:
+    """Train ``cell``; returns 0 when done, EXIT_PREEMPTED after a signal-triggered checkpoint.
+
+    ``branch``: for ``wsd``, the size's stable state at this cell's branch point; the job is
+    then the cooldown alone. Without it the whole schedule runs here.
+    """
+    s = settings
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if branch is not None and s.schedule != "wsd":
+        raise EhrscaleError(f"--branch needs train.schedule: wsd, not {s.schedule!r}")
+    size_def = {"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head, "ffn_hidden": cell.ffn_hidden}
+    trainer = Trainer(tokens_dir, cell.size, size_def, model_settings, s, stats)
+    D = int(cell.tokens)
+    chash = _digest({"chain": trainer.chain_hash, "cell": cell.as_dict()})
+    val_batches = fixed_validation_batches(trainer.tokens_dir, trainer.ctx, s)
+    ckpt_path = out / "checkpoint.pt"
+    st = trainer.st
+    if trainer.load(ckpt_path, chash, "checkpoint"):
         print(f"[{cell.id}] resuming at step {st['step']}, {st['tokens']:,}/{D:,} tokens", file=sys.stderr, flush=True)
+    elif branch is not None:
+        trainer.load(Path(branch), trainer.chain_hash, "branch")
+        st = trainer.st
+        if st["tokens"] >= D:
+            raise EhrscaleError(f"{branch}: branch state at {st['tokens']:,} tokens is not before {cell.id}'s D {D:,}")
+        st["branch"] = st["tokens"]
+        print(f"[{cell.id}] cooldown from the stable state at {st['tokens']:,} tokens", file=sys.stderr, flush=True)
+    st = trainer.st
+    job_elapsed0 = st["elapsed"]
+    branch_at = branch_point(D, s) if s.schedule == "wsd" else None
+    if not trainer.run(cell.id, D, trainer.schedule(D), exact=True, branch_at=branch_at, ckpt=ckpt_path, ckpt_hash=chash):
+        return EXIT_PREEMPTED
 
-    def save_checkpoint() -> None:
-        rng = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-               "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else None}
-        with atomic_path(ckpt_path) as tmp:
-            torch.save({"config_hash": chash, "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "state": st, "rng": rng}, tmp)
-
-    fwd = torch.compile(model) if s.compile else model
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16)
-
-    t_start = time.perf_counter()
-    elapsed0, tokens0 = st["elapsed"], st["tokens"]
-    last_ckpt = last_progress = t_start
-    interval_t, interval_tokens = t_start, st["tokens"]
-    loss_acc = torch.zeros((), device=device, dtype=torch.float64)  # token-weighted, since last log
-    loss_acc += st["loss_sum"]
-    loss_n = st["loss_n"]
-    model.train()
-    with _StopFlag() as stop:
-        while st["tokens"] < D:
-            batch, nxt_epoch, nxt_row = stream.next_batch(st["epoch"], st["row"], batch_size)
-            n = batch.n_targets
-            if st["tokens"] + n > D:  # last step: keep exactly D - tokens targets
-                keep = D - st["tokens"]
-                flat = batch.targets.view(-1)
-                real = (flat != -100).nonzero().squeeze(1)
-                flat[real[keep:]] = -100
-                n = keep
-            batch = batch.to(device)
-            lr = lr_at((st["tokens"] + n) / D, peak_lr, s.warmup_fraction, s.final_lr_fraction)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            with autocast:
-                _, loss = fwd(batch.inputs, batch.targets, batch.positions, batch.segments)
-            loss.backward()
-            if s.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            loss_acc += loss.detach().double() * n
-            loss_n += n
-            st["step"] += 1
-            st["tokens"] += n
-            st["epoch"], st["row"] = nxt_epoch, nxt_row
-            now = time.perf_counter()
-            st["elapsed"] = elapsed0 + (now - t_start)
-            done = st["tokens"] >= D
-            log_due = st["step"] % s.log_every_steps == 0 or done
-            progress_due = done or st["step"] == 1 or now - last_progress >= s.progress_seconds
-            if log_due or progress_due:
-                train_loss = loss_acc.item() / max(loss_n, 1)  # token-weighted mean since the last log row
-                tps = (st["tokens"] - interval_tokens) / max(now - interval_t, 1e-9)
-                if log_due:
-                    st["log"].append({"step": st["step"], "tokens": st["tokens"], "flops": st["tokens"] * fpt,
-                                      "train_loss": train_loss, "lr": lr, "tokens_per_second": tps,
-                                      "elapsed_s": st["elapsed"]})
-                    st["last_train_loss"] = train_loss
-                    loss_acc.zero_()
-                    loss_n = 0
-                    interval_t, interval_tokens = now, st["tokens"]
-                if progress_due:
-                    avg_tps = (st["tokens"] - tokens0) / max(now - t_start, 1e-9)
-                    eta = (D - st["tokens"]) / avg_tps if avg_tps > 0 else float("inf")
-                    print(f"[{cell.id}] step {st['step']} tokens {st['tokens']:,}/{D:,} ({100 * st['tokens'] / D:.1f}%) "
-                          f"loss {train_loss:.4f} lr {lr:.2e} {tps:,.0f} tok/s ETA {_fmt_eta(eta)}",
-                          file=sys.stderr, flush=True)
-                    last_progress = now
-            if s.stop_after_steps is not None and st["step"] == s.stop_after_steps and not done:
-                os.kill(os.getpid(), signal.SIGTERM)  # same path as a scheduler's preemption signal
-            if done:
-                break
-            if stop.signum is not None or (s.checkpoint_every_steps and st["step"] % s.checkpoint_every_steps == 0) \
-                    or now - last_ckpt >= s.checkpoint_minutes * 60:
-                st["loss_sum"], st["loss_n"] = loss_acc.item(), loss_n
-                save_checkpoint()
-                last_ckpt = time.perf_counter()
-                if stop.signum is not None:
-                    print(f"[{cell.id}] signal {stop.signum}: checkpoint saved at step {st['step']}; exit {EXIT_PREEMPTED}",
-                          file=sys.stderr, flush=True)
-                    return EXIT_PREEMPTED
-
-    val_loss = evaluate(model, val_batches, device, use_bf16)
+    model, device = trainer.model, trainer.device
+    val_loss = evaluate(model, val_batches, device, trainer.use_bf16)
     wall = st["elapsed"]
     tps = st["tokens"] / max(wall, 1e-9)
     peak = s.peak_flops or (peak_flops_for(torch.cuda.get_device_name(device)) if device.type == "cuda" else None)
     metrics = {
         "cell": cell.id, "size": cell.size, "budget": cell.budget, "n_params": cell.n_params,
-        "n_params_nonembedding": cell.n_params_nonembedding, "tokens": st["tokens"], "flops": st["tokens"] * fpt,
-        "flops_per_token": fpt, "val_loss": val_loss, "train_loss": st["last_train_loss"],
-        "epochs": st["tokens"] / train_split.n_targets, "wall_seconds": wall, "tokens_per_second": tps,
+        "n_params_nonembedding": cell.n_params_nonembedding, "tokens": st["tokens"], "flops": st["tokens"] * trainer.fpt,
+        "flops_per_token": trainer.fpt, "val_loss": val_loss, "train_loss": st["last_train_loss"],
+        "epochs": st["tokens"] / trainer.train_split.n_targets, "wall_seconds": wall, "tokens_per_second": tps,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
-        "dtype": dtype_name, "mfu": mfu(cfg, tps, peak) if device.type == "cuda" else None,
-        "config_hash": chash, "seed": s.seed, "context_length": ctx, "batch_size": batch_size,
-        "learning_rate": peak_lr,
+        "dtype": trainer.dtype_name, "mfu": mfu(trainer.cfg, tps, peak) if device.type == "cuda" else None,
+        "config_hash": chash, "seed": s.seed, "context_length": trainer.ctx, "batch_size": trainer.batch_size,
+        "learning_rate": trainer.peak_lr, "schedule": s.schedule, "warmup_tokens": trainer.warmup,
+        "branch_tokens": st["branch"], "job_wall_seconds": st["elapsed"] - job_elapsed0,
     }
     with atomic_path(out / "model.pt") as tmp:
-        torch.save({"config": dataclasses.asdict(cfg), "state_dict": model.state_dict(), "cell": cell.as_dict()}, tmp)
+        torch.save({"config": dataclasses.asdict(trainer.cfg), "state_dict": model.state_dict(), "cell": cell.as_dict()}, tmp)
     with atomic_path(out / "log.csv") as tmp:
         with open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
@@ -365,7 +516,7 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     write_json(out / "metrics.json", metrics)
     ckpt_path.unlink(missing_ok=True)
     print(f"[{cell.id}] done: val_loss {val_loss:.4f} train_loss {st['last_train_loss']:.4f} "
-          f"{tps:,.0f} tok/s {wall:.0f}s", file=sys.stderr, flush=True)
+          f"{tps:,.0f} tok/s {wall:.0f}s ({s.schedule})", file=sys.stderr, flush=True)
     return 0
 
 
@@ -397,16 +548,30 @@ def evaluate(model: GPT, batches: list, device: torch.device, use_bf16: bool) ->
 # ---------------------------------------------------------------------------- CLI
 
 
-def add_arguments(parser) -> None:
+def _common_arguments(parser) -> None:
     parser.add_argument("--tokens", required=True, help="the tokenizer's output directory (stats.json, train/, tuning/)")
-    parser.add_argument("--out", required=True, help="run directory: metrics.json, model.pt, log.csv, checkpoint.pt")
-    parser.add_argument("--cell", required=True, help="cell id from 'ehrscale plan', e.g. C3e11_d32L2")
     parser.add_argument("--config", help="config YAML; its model_sizes/grid/model/train sections are the defaults")
     parser.add_argument("--sizes", help="model_sizes: JSON ladder, or 'default' / 'debug'")
-    parser.add_argument("--grid", help="grid section as JSON (or @file.json)")
     parser.add_argument("--model", help="model section as JSON (or @file.json)")
     parser.add_argument("--settings", help="train section as JSON (or @file.json)")
+    parser.add_argument("--lr-file", help="the tune step's JSON for this size: its learning_rate is the peak LR")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides settings)")
+
+
+def add_arguments(parser) -> None:
+    _common_arguments(parser)
+    parser.add_argument("--out", required=True, help="run directory: metrics.json, model.pt, log.csv, checkpoint.pt")
+    parser.add_argument("--cell", required=True, help="cell id from 'ehrscale plan', e.g. C3e11_d32L2")
+    parser.add_argument("--grid", help="grid section as JSON (or @file.json)")
+    parser.add_argument("--branch", help="wsd: the size's stable state at this cell's branch point (then only the cooldown runs)")
+
+
+def add_stable_arguments(parser) -> None:
+    _common_arguments(parser)
+    parser.add_argument("--out", required=True, help="the branch state to write (checkpoint format)")
+    parser.add_argument("--size", required=True, help="the size's name in --sizes")
+    parser.add_argument("--until", required=True, type=int, help="stop at the first step boundary at or past this many tokens")
+    parser.add_argument("--start", help="the previous branch state of this size's chain (none: from step 0)")
 
 
 def _section(arg: str | None, config: dict, key: str):
@@ -420,17 +585,30 @@ def _section(arg: str | None, config: dict, key: str):
     return config.get(key)
 
 
-def run(args) -> int:
+def _load(args) -> tuple[dict, dict, ModelSettings, TrainSettings, dict]:
     config = load_config(args.config) if args.config else {}
     sizes_raw = args.sizes if args.sizes in ("default", "debug") else _section(args.sizes, config, "model_sizes")
-    sizes = resolve_sizes(sizes_raw)
-    grid = load_settings(GridSettings, _section(args.grid, config, "grid"), "grid")
     model = load_settings(ModelSettings, _section(args.model, config, "model"), "model")
     settings = load_settings(TrainSettings, _section(args.settings, config, "train"), "train")
     if args.threads is not None:
         settings.threads = args.threads
+    if args.lr_file:
+        settings.learning_rate = read_tuned_lr(args.lr_file)
     check_settings(settings)
-    stats = read_stats(args.tokens)
+    return config, resolve_sizes(sizes_raw), model, settings, read_stats(args.tokens)
+
+
+def run(args) -> int:
+    config, sizes, model, settings, stats = _load(args)
+    grid = load_settings(GridSettings, _section(args.grid, config, "grid"), "grid")
     cell = find_cell(args.cell, sizes, grid, int(stats["vocab_size"]), model.context_length,
                      target_tokens_from_stats(stats, "train"), model)
-    return train_cell(args.tokens, args.out, cell, model, settings, stats)
+    return train_cell(args.tokens, args.out, cell, model, settings, stats, branch=args.branch)
+
+
+def run_stable(args) -> int:
+    _, sizes, model, settings, stats = _load(args)
+    if args.size not in sizes:
+        raise EhrscaleError(f"--size {args.size!r} is not in --sizes ({', '.join(sizes)})")
+    return train_stable(args.tokens, args.out, args.size, sizes[args.size], args.until, model, settings,
+                        start=args.start, stats=stats)

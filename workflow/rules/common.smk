@@ -8,7 +8,10 @@ from snakemake.settings.types import DeploymentMethod
 sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from ehrscale.config import validate_config
 from ehrscale.store import read_stats
-from ehrscale.grid import GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid
+from ehrscale.grid import (GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid,
+                           size_definition, stable_chains, tune_cells)
+from ehrscale.io import load_settings
+from ehrscale.train import TrainSettings, learning_rate_for
 
 # Fails before any job runs, naming each bad key.
 validate_config(config, Path(workflow.basedir, "workflow/schemas/config.schema.yaml"))
@@ -83,16 +86,98 @@ def trained_logs(wildcards):
     return [f"{RESULTS}/runs/{cell.id}/log.csv" for cell in grid_cells()]
 
 
-def cell_resources(wildcards, input):
+def cell_resources(cell, input):
     cells, vocab_size = planned(input.tokens)
-    return job_resources(cells[wildcards.cell], config["model"]["context_length"], vocab_size, config["cluster"])
+    return job_resources(cells[cell], config["model"]["context_length"], vocab_size, config["cluster"])
+
+
+def stable_resources(wildcards, input):
+    """A segment's estimates: its size's cell with the segment's tokens."""
+    import dataclasses
+
+    cells, vocab_size = planned(input.tokens)
+    points = chains()[wildcards.size]
+    i = points.index(int(wildcards.branch))
+    cell = next(c for c in cells.values() if c.size == wildcards.size)
+    segment = dataclasses.replace(cell, tokens=points[i] - (points[i - 1] if i else 0))
+    return job_resources(segment, config["model"]["context_length"], vocab_size, config["cluster"])
+
+
+def size_json(size):
+    """Only this size's definition (from the plan: generated sizes have no config entry),
+    so editing other sizes never reruns it."""
+    cell = next(c for c in grid_cells() if c.size == size)
+    return json.dumps({size: size_definition(cell)}, sort_keys=True)
 
 
 def cell_sizes(wildcards):
-    """Only this cell's size definition, so editing other sizes never reruns it."""
-    sizes = config["model_sizes"]
+    return size_json(parse_cell_id(wildcards.cell)[0])
+
+
+# ---- the schedule: cosine cells, or WSD stable chains + cooldowns; the per-size LR sweep (train.smk)
+
+TRAIN = load_settings(TrainSettings, config["train"], "train")
+WSD = TRAIN.schedule == "wsd"
+TUNE_MULTIPLIERS = [] if TRAIN.learning_rate else [float(m) for m in (config.get("tune") or {}).get("lr_multipliers") or []]
+
+
+def multiplier_name(m):
+    return f"x{m:g}"
+
+
+def tuned_lr(size):
+    """The tune step's choice for a size, or nothing (the width rule, or a pinned LR)."""
+    return {"lr": f"{RESULTS}/tune/{size}.json"} if TUNE_MULTIPLIERS else {}
+
+
+def stable_path(size, branch):
+    return f"{RESULTS}/stable/{size}/T{branch}.pt"
+
+
+def chains():
+    return stable_chains(grid_cells(), TRAIN)
+
+
+def stable_inputs(wildcards):
+    """A stable segment starts from its chain's previous branch state. ancient(): a segment
+    rerun from an inserted branch point reproduces the same state, so later segments and
+    cooldowns are not retrained because its file is newer (docs/wsd.md)."""
+    points = chains()[wildcards.size]
+    i = points.index(int(wildcards.branch))
+    start = {"start": ancient(stable_path(wildcards.size, points[i - 1]))} if i else {}
+    return {"tokens": f"{RESULTS}/tokens", **tuned_lr(wildcards.size), **start}
+
+
+def train_inputs(wildcards):
+    """A cell needs the tokens, its size's tuned LR and, under WSD, its branch state."""
+    from ehrscale.train import branch_point
+
     size = parse_cell_id(wildcards.cell)[0]
-    return sizes if isinstance(sizes, str) else json.dumps({size: sizes[size]}, sort_keys=True)
+    inputs = {"tokens": f"{RESULTS}/tokens", **tuned_lr(size)}
+    if WSD:
+        cell = planned(checkpoints.tokenize.get().output[0])[0][wildcards.cell]
+        inputs["branch"] = ancient(stable_path(size, branch_point(cell.tokens, TRAIN)))
+    return inputs
+
+
+def optional_args(input, names=("lr", "branch", "start")):
+    flags = {"lr": "--lr-file", "branch": "--branch", "start": "--start"}
+    return " ".join(f"{flags[n]} {getattr(input, n)}" for n in names if hasattr(input, n))
+
+
+def tune_cell(size):
+    """The cell a size's LR sweep trains: its smallest in the grid."""
+    return next(c for c, _ in tune_cells(grid_cells(), TUNE_MULTIPLIERS[:1], TRAIN) if c.size == size)
+
+
+def tune_settings(wildcards):
+    cell = tune_cell(wildcards.size)
+    lr = float(wildcards.mult) * learning_rate_for(cell.d_model, TRAIN)
+    return json.dumps({k: v for k, v in config["train"].items() if k != "threads"} | {"learning_rate": lr}, sort_keys=True)
+
+
+def tune_runs(wildcards):
+    return [f"{RESULTS}/tune/{wildcards.size}/{multiplier_name(m)}/metrics.json" for m in TUNE_MULTIPLIERS]
 
 
 # ---- opt-in seed replicates (fit.smk)
@@ -102,6 +187,10 @@ REPLICATES = config["fit"].get("replicates") or {}
 
 wildcard_constraints:
     seed=r"\d+",
+    cell=r"C[0-9p]+e-?[0-9]+_[A-Za-z0-9][A-Za-z0-9.\-]*",
+    size=r"[A-Za-z0-9][A-Za-z0-9.\-]*",
+    branch=r"\d+",
+    mult=r"[0-9]+(\.[0-9]+)?",
 
 
 def replicate_metrics(wildcards):
@@ -135,3 +224,4 @@ def baselines(wildcards=None):
 # Light rules run on the submit host, not as cluster jobs.
 localrules:
     fit,
+    tune,

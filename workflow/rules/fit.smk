@@ -3,9 +3,10 @@ UTILITY_FIGURES = ["utility_compute", "utility_loss"]  # from the probes (probe.
 
 
 rule train_replicate:
-    """Retrain one cell with another seed (opt-in, fit.replicates): the noise of a cell's loss."""
+    """Retrain one cell with another seed (opt-in, fit.replicates): the noise of a cell's loss.
+    Under WSD the whole schedule runs in this job (another seed is another stable phase)."""
     input:
-        tokens=f"{RESULTS}/tokens",
+        unpack(lambda wildcards: {"tokens": f"{RESULTS}/tokens", **tuned_lr(parse_cell_id(wildcards.cell)[0])}),
     output:
         metrics=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/metrics.json",
         model=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/model.pt",
@@ -17,6 +18,7 @@ rule train_replicate:
         train=lambda wildcards: json.dumps(
             {k: v for k, v in config["train"].items() if k != "threads"} | {"seed": int(wildcards.seed)}, sort_keys=True
         ),
+        optional=lambda wildcards, input: optional_args(input),
     log:
         f"{RESULTS}/logs/replicates/{{cell}}_seed{{seed}}.log",
     benchmark:
@@ -24,14 +26,13 @@ rule train_replicate:
     threads: config["train"].get("threads") or 1
     resources:
         gpu=config["cluster"]["gpus_per_job"],
-        runtime=lambda wildcards, input: cell_resources(wildcards, input)["runtime"],
-        mem_mb=lambda wildcards, input: cell_resources(wildcards, input)["mem_mb"],
+        runtime=lambda wildcards, input: cell_resources(wildcards.cell, input)["runtime"],
+        mem_mb=lambda wildcards, input: cell_resources(wildcards.cell, input)["mem_mb"],
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        # As in rule train: the shell outlives the trainer's checkpoint on SIGTERM/SIGUSR1.
-        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
-        "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
+        TRAP + "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
+        "{params.optional} --sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
         "> {log} 2>&1"
 
 

@@ -18,8 +18,8 @@ rule probe:
     threads: config["train"].get("threads") or 1
     resources:
         gpu=config["cluster"]["gpus_per_job"],
-        runtime=lambda wildcards, input: cell_resources(wildcards, input)["runtime"],
-        mem_mb=lambda wildcards, input: cell_resources(wildcards, input)["mem_mb"],
+        runtime=lambda wildcards, input: cell_resources(wildcards.cell, input)["runtime"],
+        mem_mb=lambda wildcards, input: cell_resources(wildcards.cell, input)["mem_mb"],
     conda:
         "../../envs/ehrscale.yaml"
     shell:
