@@ -155,7 +155,7 @@ def test_plan_sizes_the_paper_grid_for_a_cluster(capsys):
     assert main(["plan", "--config", str(config), "--vocab-size", "30000"]) == 0
     text = capsys.readouterr().out
     kept = int(re.search(r"(\d+) cells kept", text).group(1))
-    chains = re.search(rf"jobs: {kept} cells \(cooldowns\) \+ (\d+) stable segments in (\d+) chains, 1 GPU each", text)
+    chains = re.search(rf"jobs: {kept} cells \(cooldowns\) \+ (\d+) stable segments in (\d+) chains(?: \+ \d+ LR-tune runs)?, 1 GPU each", text)
     assert chains and int(chains.group(2)) <= int(chains.group(1)) <= kept
     cosine, wsd = (float(x.replace(",", "")) for x in re.search(
         r"GPU-hours at MFU 0.3 of \S+ FLOP/s: cosine ([\d,.]+), wsd ([\d,.]+) \(this config: wsd\)", text).groups())

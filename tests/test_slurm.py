@@ -69,8 +69,11 @@ def write_config(workdir: Path) -> Path:
     config["dataset"].update(name="e2e", raw_dir=str(ROOT / "tests" / "data" / "mimic-iv-demo"))
     config["labels"]["tasks"] = ["in_hospital_mortality"]
     config["grid"].update(budgets=BUDGETS, sizes=SIZES)
-    # batch_size 2: a few hundred steps per cell, so a job can be caught while it trains.
-    config["train"].update(batch_size=2, val_windows=32, log_every_steps=10, progress_seconds=1.0)
+    # batch_size 2: a few hundred steps per cell, so a job can be caught while it trains. Cosine
+    # without the LR sweep: one job per cell (the WSD chains' jobs are tested in test_workflow).
+    config["train"].update(batch_size=2, val_windows=32, log_every_steps=10, progress_seconds=1.0, schedule="cosine",
+                           min_steps=1)
+    config["tune"] = {"lr_multipliers": []}
     config["fit"].update(bootstrap=10)
     path = workdir / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -1,5 +1,6 @@
-"""The whole DAG on the real MIMIC-IV demo, then Snakemake's caching: a rerun does nothing,
-and adding a budget to the grid trains only the new cells."""
+"""The whole DAG on the real MIMIC-IV demo (WSD schedule with the LR sweep), then Snakemake's
+caching: a rerun does nothing; adding a larger budget trains only the new cells, extending each
+size's stable chain; inserting a budget between others retrains no existing cell."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def write_config(workdir: Path, budgets: list[float], replicates: dict | None = None) -> Path:
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     config["dataset"].update(name="e2e", raw_dir=str(ROOT / "tests" / "data" / "mimic-iv-demo"))
-    config["grid"].update(budgets=budgets, sizes=["d8L2", "d12L2", "d16L2", "d24L2"])
-    config["train"].update(min_steps=40, val_windows=32, log_every_steps=10)
+    config["grid"].update(budgets=budgets, sizes=["d8L2", "d12L2", "d16L2", "d24L2"], min_tokens_per_param=0.5)
+    config["train"].update(min_steps=20, val_windows=32, log_every_steps=10, schedule="wsd")
+    config["tune"] = {"lr_multipliers": [1.0, 2.0]}
     config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=50, calibration_sims=2, calibration_bootstrap=10)
     config["probe"] = {"bootstrap": 50, "min_positives": 2}
     if replicates:
@@ -63,6 +65,13 @@ def test_dag_produces_every_stage(first_run):
         m = json.loads(path.read_text())
         assert m["val_loss"] > 0 and m["device"] == "cpu"
         assert (path.parent / "log.csv").exists() and (path.parent / "model.pt").exists()
+    for path in metrics:  # every cell is a cooldown from its size's stable chain, at the size's tuned LR
+        m = json.loads(path.read_text())
+        tuned = json.loads((results / "tune" / f"{m['size']}.json").read_text())
+        assert m["schedule"] == "wsd" and m["learning_rate"] == tuned["learning_rate"]
+        assert 0.75 * m["tokens"] <= m["branch_tokens"] < m["tokens"]
+        assert len(tuned["candidates"]) == 2
+    assert sorted(results.glob("stable/*/T*.pt"))
     scaling = json.loads((results / "fits" / "scaling.json").read_text())
     assert scaling  # the fit ran over the trained cells
     points = pd.read_csv(results / "fits" / "points.csv")
@@ -100,9 +109,15 @@ def test_rerun_does_nothing(first_run, workdir):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
+def _mtimes(results: Path, pattern: str) -> dict[str, int]:
+    return {str(p.relative_to(results)): p.stat().st_mtime_ns for p in results.glob(pattern)}
+
+
 def test_adding_a_budget_trains_only_new_cells(first_run, workdir):
     results, _ = first_run
     before = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("runs/*/metrics.json")}
+    chains_before = _mtimes(results, "stable/*/T*.pt")
+    tune_before = _mtimes(results, "tune/*.json")
     embeddings_before = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("probes/*/embeddings.npz")}
     config = write_config(workdir, [1e10, 3e10, 1e11])
     result = snakemake(workdir, config)
@@ -113,8 +128,36 @@ def test_adding_a_budget_trains_only_new_cells(first_run, workdir):
     assert {cell: embedded[cell] for cell in before} == {c: embeddings_before[c] for c in before}, "a cell was re-embedded"
     new = set(after) - set(before)
     assert new and all(cell.startswith("C1e11_") for cell in new)
+    chains_after = _mtimes(results, "stable/*/T*.pt")
+    assert {k: chains_after[k] for k in chains_before} == chains_before, "a stable segment was retrained"
+    assert len(chains_after) > len(chains_before)  # the chains were extended
+    tune_after = _mtimes(results, "tune/*.json")
+    assert {k: tune_after[k] for k in tune_before} == tune_before, "a size's LR was retuned"
     points = pd.read_csv(results / "fits" / "points.csv")
     assert len(points) == len(after)  # the fit reran over old and new cells
+
+
+def test_inserting_a_budget_retrains_no_existing_cell(first_run, workdir):
+    """A budget between two others adds a branch point inside each chain: the segment after it is
+    rerun from the new point (same state), but no existing cooldown (cell) is retrained."""
+    import torch
+
+    results, _ = first_run
+    before = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("runs/*/metrics.json")}
+    states = {p: torch.load(p, weights_only=False)["model"] for p in results.glob("stable/*/T*.pt")}
+    config = write_config(workdir, [1e10, 2e10, 3e10, 1e11])
+    result = snakemake(workdir, config)
+    assert result.returncode == 0, result.stderr[-4000:]
+    after = {p.parent.name: p.stat().st_mtime_ns for p in results.glob("runs/*/metrics.json")}
+    assert {cell: after[cell] for cell in before} == before, "an already-trained cell was retrained"
+    new = set(after) - set(before)
+    assert new and all(cell.startswith("C2e10_") for cell in new)
+    assert "rule tune_run" not in result.stdout + result.stderr
+    rerun = [p for p in states if p.stat().st_mtime_ns > max(before.values())]
+    assert rerun, "no segment was rerun from an inserted branch point"
+    for path in rerun:  # ... and it reproduced the state its cells were cooled down from, bit for bit
+        after = torch.load(path, weights_only=False)["model"]
+        assert all(torch.equal(states[path][k], after[k]) for k in after)
 
 
 def test_html_report_has_every_figure(first_run, workdir):
@@ -131,7 +174,7 @@ def test_html_report_has_every_figure(first_run, workdir):
 def test_seed_replicates_opt_in_feed_the_calibration(first_run, workdir):
     results, _ = first_run
     cell = sorted(p.parent.name for p in results.glob("runs/*/metrics.json") if p.parent.name.startswith("C1e10_"))[0]
-    config = write_config(workdir, [1e10, 3e10], replicates={"cells": [cell], "seeds": [0, 1]})
+    config = write_config(workdir, [1e10, 2e10, 3e10, 1e11], replicates={"cells": [cell], "seeds": [0, 1]})
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
     rep = json.loads((results / "replicates" / cell / "seed1" / "metrics.json").read_text())

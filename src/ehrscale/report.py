@@ -181,12 +181,27 @@ def _frontiers(result: dict) -> list[str]:
     return lines + [""]
 
 
+def _training(result: dict) -> list[str]:
+    t = result.get("training")
+    if not t:
+        return []
+    lines = ["## Training", "",
+             f"Schedule: {', '.join(t['schedules']) or 'not recorded'}. Tokens trained: {t['tokens_trained']:,.0f}, "
+             f"against {t['tokens_independent']:,.0f} if every cell were trained alone"
+             + (f" ({100 * t['saved_fraction']:.0f} % saved: each size's WSD stable phase serves all its cells)."
+                if t.get("saved_fraction") else "."), "",
+             "| size | peak LR | rows per step |", "|---|---|---|"]
+    for size, rec in t["sizes"].items():
+        lines.append(f"| {size} | {_f(rec.get('learning_rate'), '.3g')} | {_f(rec.get('batch_size'), '.0f')} |")
+    return lines + [""]
+
+
 def _warnings(result: dict) -> list[str]:
     return ["## Warnings", ""] + ([f"- {w}" for w in result["warnings"]] or ["- none"])
 
 
 # The summary's sections in order; each takes the scaling.json record and returns Markdown lines.
-SECTIONS = [_header, _headline, _approach2, _approach3, _calibration, _robustness, _frontiers, _warnings]
+SECTIONS = [_header, _headline, _approach2, _approach3, _calibration, _robustness, _frontiers, _training, _warnings]
 
 
 def summary_text(result: dict) -> str:

@@ -103,7 +103,7 @@ class TrainSettings:
     cooldown_fraction: float = 0.2  # wsd: the decay's share of D
     batch_size: int | None = None  # rows per step; None: the per-size rule
     min_steps: int = 1000
-    batch_tokens_per_param: float = 10.0  # the rule sizes the batch for a cell this short
+    batch_tokens_per_param: float = 4.0  # the rule sizes the batch for a cell this short
     min_batch_size: int = 1
     max_batch_size: int = 256
     learning_rate: float | None = None  # peak LR; None: tuned (workflow) or the width rule

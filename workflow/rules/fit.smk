@@ -31,7 +31,7 @@ rule train_replicate:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        TRAP + "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
+        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
         "{params.optional} --sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} --threads {threads} "
         "> {log} 2>&1"
 

@@ -2,9 +2,8 @@
 # size's stable phase, which a chain of `stable` jobs trains once per size (docs/wsd.md).
 # tune.lr_multipliers adds each size's LR sweep (tune_run, tune) before any of its training.
 
-# Jobs that train: the shell ignores SIGTERM/SIGUSR1 (a scheduler's preemption signal), so it
-# outlives the trainer, which installs its own handler: it checkpoints and exits 75 (resume on rerun).
-TRAP = "trap '' TERM USR1; "
+# Jobs that train start with `trap '' TERM USR1`: the shell ignores a scheduler's preemption
+# signal, so it outlives the trainer, whose own handler checkpoints and exits 75 (resume on rerun).
 
 
 rule tune_run:
@@ -33,7 +32,7 @@ rule tune_run:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        TRAP + "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {params.cell} "
+        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {params.cell} "
         "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} "
         "--threads {threads} > {log} 2>&1"
 
@@ -77,7 +76,7 @@ rule stable:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        TRAP + "ehrscale stable --tokens {input.tokens} --out {output} --size {wildcards.size} --until {wildcards.branch} "
+        "trap '' TERM USR1; ehrscale stable --tokens {input.tokens} --out {output} --size {wildcards.size} --until {wildcards.branch} "
         "{params.optional} --sizes {params.sizes:q} --model {params.model:q} --settings {params.train:q} "
         "--threads {threads} > {log} 2>&1"
 
@@ -108,6 +107,6 @@ rule train:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        TRAP + "ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
+        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
         "{params.optional} --sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} "
         "--settings {params.train:q} --threads {threads} > {log} 2>&1"

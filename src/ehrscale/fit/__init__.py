@@ -31,7 +31,7 @@ from ehrscale.fit.frontier import METRIC_DIRECTION, fit_frontier, frontier_point
 from ehrscale.fit.isoflops import fit_isoflops
 from ehrscale.fit.parametric import PARAM_NAMES, fit_parametric, predict
 from ehrscale.fit.plan import format_plan, optimal_for_budget
-from ehrscale.fit.points import PARAM_COLUMNS, find_metrics, load_points
+from ehrscale.fit.points import PARAM_COLUMNS, find_metrics, load_points, training_record
 from ehrscale.fit.robustness import backtest, leave_one_budget_out, sensitivity
 from ehrscale.fit.vp import fit_vp, flops_basis_exponents
 from ehrscale.io import atomic_path, load_settings, write_json
@@ -246,6 +246,7 @@ def fit_paths(paths, out_dir, settings: FitSettings, figures_dir=None, summary=N
     points, warnings = load_points(paths, metrics, settings.param_count)
     replicates = load_points(list(replicate_paths), settings.loss_metric, settings.param_count)[0] if replicate_paths else None
     result = fit_points(points, settings, warnings, replicates)
+    result["training"] = training_record(points)
     table = points_table(points, result)
     out_dir = Path(out_dir)
     write_json(out_dir / "scaling.json", result)

@@ -19,7 +19,8 @@ from ehrscale.io import read_json
 NUMERIC_REQUIRED = ("budget", "n_params", "n_params_nonembedding", "tokens", "flops", "flops_per_token")
 OPTIONAL = (
     "train_loss", "epochs", "wall_seconds", "tokens_per_second", "device", "dtype", "mfu",
-    "config_hash", "seed", "context_length", "batch_size", "learning_rate",
+    "config_hash", "seed", "context_length", "batch_size", "learning_rate", "schedule", "branch_tokens",
+    "job_wall_seconds",
 )
 PARAM_COLUMNS = {"total": "n_params", "nonembedding": "n_params_nonembedding"}
 
@@ -94,3 +95,24 @@ def load_points(paths: list[str | Path], metric: str | list[str] = "val_loss", p
     df["loss"] = df[metric].astype(float)
     df = df.sort_values(["budget", "n", "cell"], kind="stable").reset_index(drop=True)
     return df, warnings
+
+
+def training_record(points: pd.DataFrame) -> dict:
+    """How the cells were trained, from their metrics: schedule, per-size LR and batch, and the
+    tokens actually trained (WSD shares each size's stable phase) against training each cell alone."""
+    schedules = sorted(set(points["schedule"].dropna())) if "schedule" in points else []
+    independent = float(points["tokens"].sum())
+    trained = 0.0
+    for _, cells in points.groupby("size"):
+        branches = pd.to_numeric(cells.get("branch_tokens"), errors="coerce") if "branch_tokens" in cells else None
+        if branches is not None and branches.notna().all() and (cells.get("schedule") == "wsd").all():
+            trained += float(branches.max() + (cells["tokens"] - branches).sum())
+        else:
+            trained += float(cells["tokens"].sum())
+    sizes = {}
+    for size, cells in points.groupby("size"):
+        first = cells.iloc[0]
+        sizes[str(size)] = {k: (None if pd.isna(first.get(k)) else float(first.get(k)))
+                            for k in ("learning_rate", "batch_size") if k in cells}
+    return {"schedules": schedules, "tokens_independent": independent, "tokens_trained": trained,
+            "saved_fraction": 1.0 - trained / independent if independent else None, "sizes": sizes}

@@ -1,0 +1,106 @@
+"""How much the training rules tilt the law: the default grid trained under the old rules.
+
+Porian et al. (2024) traced the Kaplan-Chinchilla disagreement to warmup, AdamW beta2 at
+small batches and an LR not tuned per size. ehrscale's rules changed accordingly (issue 12);
+this script trains the *same* grid (the config's cells, same tokens) under the rules it
+had before, and fits it with ``ehrscale fit``, so that the exponent a can be compared with
+the default run's (``--new-fits results/synthetic/fits/scaling.json``):
+
+* old: cosine per cell; rows per step from the cell's D (the power of two <= D / (ctx x
+  2000), clipped to [4, 256]); warmup 5 % of D; AdamW beta2 0.95; peak LR from the width
+  rule 3e-3 (64 / d_model)^0.75, never swept;
+* new (the default run): WSD, rows per step fixed per size, warmup N tokens, beta2 0.99,
+  peak LR chosen per size by the sweep.
+
+    .venv/bin/python bench/rules.py --config config/config.yaml --tokens results/synthetic/tokens \\
+        --out /tmp/rules-old [--new-fits results/synthetic/fits/scaling.json] [--workers 2]
+
+Trained cells are kept in ``--out/runs``; a rerun skips cells already done.
+"""
+
+from __future__ import annotations
+
+import os.path
+import sys
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import argparse  # noqa: E402
+import dataclasses
+import json
+import math
+import subprocess
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def old_rules(cell, ctx: int, base):
+    """TrainSettings reproducing the pre-issue-12 rules for one cell."""
+    raw = cell.tokens / (ctx * 2000)
+    rows = 2 ** int(math.floor(math.log2(raw))) if raw >= 1 else 1
+    return dataclasses.replace(base, schedule="cosine", batch_size=int(min(max(rows, 4), 256)), beta2=0.95,
+                               warmup_tokens_per_param=0.05 * cell.tokens / cell.n_params, learning_rate=None,
+                               min_steps=1)
+
+
+def _train(job) -> str:
+    tokens, out, cell, model, settings = job
+    from ehrscale.train import train_cell
+
+    if not (Path(out) / "metrics.json").exists():
+        train_cell(tokens, out, cell, model, settings)
+    return cell.id
+
+
+def main(argv=None) -> int:
+    from ehrscale.config import load_config
+    from ehrscale.grid import plan_from_config
+    from ehrscale.io import load_settings
+    from ehrscale.model import ModelSettings
+    from ehrscale.train import TrainSettings
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default="config/config.yaml")
+    ap.add_argument("--tokens", default="results/synthetic/tokens")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--new-fits", help="the default run's fits/scaling.json, to compare a and b")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    config = load_config(args.config)
+    cells = plan_from_config(config, args.tokens)[0]
+    model = load_settings(ModelSettings, config.get("model"), "model")
+    base = load_settings(TrainSettings, config.get("train"), "train")
+    base = dataclasses.replace(base, threads=1, progress_seconds=1e9)
+    out = Path(args.out)
+    jobs = [(args.tokens, str(out / "runs" / c.id), c, model, old_rules(c, model.context_length, base)) for c in cells]
+    jobs.sort(key=lambda j: -j[2].tokens)  # longest first: the pool ends together
+    with ProcessPoolExecutor(args.workers) as pool:
+        for i, cell_id in enumerate(pool.map(_train, jobs), 1):
+            print(f"[{i}/{len(jobs)}] {cell_id}", flush=True)
+    metrics = sorted(str(p) for p in (out / "runs").glob("*/metrics.json"))
+    fit = {"bootstrap": 1000, "calibration_sims": 0, "backtest": False}
+    subprocess.run([sys.executable, "-m", "ehrscale", "fit", "--metrics", *metrics, "--out", str(out / "fits"),
+                    "--summary", str(out / "summary.md"), "--settings", json.dumps(fit)], check=True)
+    old = json.loads((out / "fits" / "scaling.json").read_text())
+    rows = [("old rules", old)]
+    if args.new_fits:
+        rows.append(("new rules (default run)", json.loads(Path(args.new_fits).read_text())))
+    print(f"\n{'rules':<26} {'a (Approach 3, 6ND)':>22} {'a (Approach 2, 6ND)':>22} {'b (Approach 3, 6ND)':>22}")
+    for name, fits in rows:
+        print(f"{name:<26} {_exponent(fits, 'a', 'approach3_vp'):>22} {_exponent(fits, 'a', 'approach2'):>22} "
+              f"{_exponent(fits, 'b', 'approach3_vp'):>22}")
+    return 0
+
+
+def _exponent(fits: dict, key: str, estimator: str) -> str:
+    """'0.512 (0.401-0.623)' from a scaling.json's headline on the 6ND basis."""
+    rec = ((fits.get("headline") or {}).get("by_basis") or {}).get("6ND", {}).get(key, {}).get(estimator) or {}
+    if rec.get("estimate") is None:
+        return "n/a"
+    lo, hi = rec.get("ci_low"), rec.get("ci_high")
+    return f"{rec['estimate']:.3f} " + (f"({lo:.3f}-{hi:.3f})" if lo is not None and hi is not None else "(n.e.)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
