@@ -487,3 +487,23 @@ def test_fit_never_dies_on_a_degenerate_table(seed, tmp_path):
     assert res["robustness"] is not None and "backtest" in res["robustness"]
     text = summary_text(res)
     assert "## Calibration on this grid" in text and "## Backtest" in text and "## Sensitivity of a" in text
+
+
+def test_training_record_counts_the_shared_stable_phase():
+    """WSD: a size's stable phase is trained once (to its largest branch point), then one cooldown per cell."""
+    import pandas as pd
+
+    from ehrscale.fit.points import training_record
+    from ehrscale.report import SECTIONS
+
+    points = pd.DataFrame({
+        "size": ["s", "s", "t"], "tokens": [1000.0, 2000.0, 500.0], "schedule": ["wsd", "wsd", "cosine"],
+        "branch_tokens": [800.0, 1600.0, None], "learning_rate": [1e-3, 1e-3, 2e-3], "batch_size": [2.0, 2.0, 4.0]})
+    rec = training_record(points)
+    assert rec["tokens_independent"] == 3500
+    assert rec["tokens_trained"] == 1600 + 200 + 400 + 500  # stable to 1600, two cooldowns; the cosine cell alone
+    assert rec["saved_fraction"] == pytest.approx(1 - 2700 / 3500)
+    assert rec["sizes"]["s"] == {"learning_rate": 1e-3, "batch_size": 2.0} and rec["schedules"] == ["cosine", "wsd"]
+    training_section = next(f for f in SECTIONS if f.__name__ == "_training")
+    text = "\n".join(training_section({"training": rec}))
+    assert "## Training" in text and "2,700" in text and "3,500" in text and "23 % saved" in text

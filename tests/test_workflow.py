@@ -20,7 +20,7 @@ def write_config(workdir: Path, budgets: list[float], replicates: dict | None = 
     config = yaml.safe_load((ROOT / "config" / "demo.yaml").read_text())
     config["dataset"].update(name="e2e", raw_dir=str(ROOT / "tests" / "data" / "mimic-iv-demo"))
     config["grid"].update(budgets=budgets, sizes=["d8L2", "d12L2", "d16L2", "d24L2"], min_tokens_per_param=0.5)
-    config["train"].update(min_steps=20, val_windows=32, log_every_steps=10, schedule="wsd")
+    config["train"].update(batch_size=2, min_steps=20, val_windows=32, log_every_steps=10, schedule="wsd")
     config["tune"] = {"lr_multipliers": [1.0, 2.0]}
     config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=50, calibration_sims=2, calibration_bootstrap=10)
     config["probe"] = {"bootstrap": 50, "min_positives": 2}
