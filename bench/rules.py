@@ -2,9 +2,10 @@
 
 Porian et al. (2024) traced the Kaplan-Chinchilla disagreement to warmup, AdamW beta2 at
 small batches and an LR not tuned per size. ehrscale's rules changed accordingly (issue 12);
-this script trains the *same* grid (the config's cells, same tokens) under the rules it
-had before, and fits it with ``ehrscale fit``, so that the exponent a can be compared with
-the default run's (``--new-fits results/synthetic/fits/scaling.json``):
+this script trains the *same* grid (the config's cells, same tokens; ``--budgets K``: its K
+smallest budgets) under the rules it had before, and fits it with ``ehrscale fit``; with
+``--new-runs`` it fits the same cells of the default run the same way, so that the
+exponents compare like for like:
 
 * old: cosine per cell; rows per step from the cell's D (the power of two <= D / (ctx x
   2000), clipped to [4, 256]); warmup 5 % of D; AdamW beta2 0.95; peak LR from the width
@@ -13,7 +14,7 @@ the default run's (``--new-fits results/synthetic/fits/scaling.json``):
   peak LR chosen per size by the sweep.
 
     .venv/bin/python bench/rules.py --config config/config.yaml --tokens results/synthetic/tokens \\
-        --out /tmp/rules-old [--new-fits results/synthetic/fits/scaling.json] [--workers 2]
+        --out /tmp/rules-old [--budgets 4] [--new-runs results/synthetic/runs] [--workers 2]
 
 Trained cells are kept in ``--out/runs``; a rerun skips cells already done.
 """
@@ -64,11 +65,14 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default="config/config.yaml")
     ap.add_argument("--tokens", default="results/synthetic/tokens")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--new-fits", help="the default run's fits/scaling.json, to compare a and b")
+    ap.add_argument("--budgets", type=int, help="only the grid's K smallest budgets (the cheap end)")
+    ap.add_argument("--new-runs", help="the default run's runs/ directory: the same cells, fitted the same way")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args(argv)
     config = load_config(args.config)
     cells = plan_from_config(config, args.tokens)[0]
+    budgets = sorted({c.budget for c in cells})[: args.budgets or None]
+    cells = [c for c in cells if c.budget in budgets]
     model = load_settings(ModelSettings, config.get("model"), "model")
     base = load_settings(TrainSettings, config.get("train"), "train")
     base = dataclasses.replace(base, threads=1, progress_seconds=1e9)
@@ -78,19 +82,24 @@ def main(argv=None) -> int:
     with ProcessPoolExecutor(args.workers) as pool:
         for i, cell_id in enumerate(pool.map(_train, jobs), 1):
             print(f"[{i}/{len(jobs)}] {cell_id}", flush=True)
-    metrics = sorted(str(p) for p in (out / "runs").glob("*/metrics.json"))
-    fit = {"bootstrap": 1000, "calibration_sims": 0, "backtest": False}
-    subprocess.run([sys.executable, "-m", "ehrscale", "fit", "--metrics", *metrics, "--out", str(out / "fits"),
-                    "--summary", str(out / "summary.md"), "--settings", json.dumps(fit)], check=True)
-    old = json.loads((out / "fits" / "scaling.json").read_text())
-    rows = [("old rules", old)]
-    if args.new_fits:
-        rows.append(("new rules (default run)", json.loads(Path(args.new_fits).read_text())))
+    ids = [c.id for c in cells]
+    rows = [("old rules", _fit([out / "runs" / i / "metrics.json" for i in ids], out / "fits-old"))]
+    if args.new_runs:
+        rows.append(("new rules (default run)", _fit([Path(args.new_runs) / i / "metrics.json" for i in ids],
+                                                      out / "fits-new")))
+    print(f"\n{len(ids)} cells, budgets {', '.join(f'{b:.3g}' for b in budgets)}")
     print(f"\n{'rules':<26} {'a (Approach 3, 6ND)':>22} {'a (Approach 2, 6ND)':>22} {'b (Approach 3, 6ND)':>22}")
     for name, fits in rows:
         print(f"{name:<26} {_exponent(fits, 'a', 'approach3_vp'):>22} {_exponent(fits, 'a', 'approach2'):>22} "
               f"{_exponent(fits, 'b', 'approach3_vp'):>22}")
     return 0
+
+
+def _fit(metrics: list[Path], out: Path) -> dict:
+    settings = {"bootstrap": 1000, "calibration_sims": 0, "backtest": False}
+    subprocess.run([sys.executable, "-m", "ehrscale", "fit", "--metrics", *map(str, metrics), "--out", str(out),
+                    "--settings", json.dumps(settings)], check=True)
+    return json.loads((out / "scaling.json").read_text())
 
 
 def _exponent(fits: dict, key: str, estimator: str) -> str:

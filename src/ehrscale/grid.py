@@ -89,22 +89,27 @@ def size_for_params(target: float, vocab_size: int, model: ModelSettings | None 
                     aspect: float = 32.0, head_dim: int = 16) -> tuple[str, dict[str, int]]:
     """The generated size closest (in ln N, total parameters) to ``target``: ``(name, definition)``.
 
-    Depth grows with width (``n_layer = max(2, round(d_model / aspect))``); heads are about
+    Depth grows with width (``n_layer`` is ``d_model / aspect`` rounded down or up, at least 2,
+    whichever lands nearer); heads are about
     ``head_dim`` wide with an even head dimension (rotary). Names are ``d<width>L<depth>``.
     """
     model = model or ModelSettings()
     best: tuple[float, str, dict] | None = None
     for d in _widths():
-        n_layer = max(2, round(d / aspect))
+        # both depths around d / aspect: rounding alone leaves 40 % gaps where the depth steps
+        depths = sorted({max(2, math.floor(d / aspect)), max(2, math.ceil(d / aspect))})
         n_head = max(1, d // head_dim)
         while d % n_head or (d // n_head) % 2:
             n_head -= 1
-        size = {"n_layer": n_layer, "d_model": d, "n_head": n_head}
-        n = param_counts(GPTConfig.from_size(size, vocab_size, model))["total"]
-        err = abs(math.log(n / target))
-        if best is None or err < best[0]:
-            best = (err, f"d{d}L{n_layer}", size)
-        elif n > target:
+        n_min = math.inf
+        for n_layer in depths:
+            size = {"n_layer": n_layer, "d_model": d, "n_head": n_head}
+            n = param_counts(GPTConfig.from_size(size, vocab_size, model))["total"]
+            n_min = min(n_min, n)
+            err = abs(math.log(n / target)) + 1e-6 * abs(math.log(d / n_layer / aspect))  # ties: nearer the aspect
+            if best is None or err < best[0]:
+                best = (err, f"d{d}L{n_layer}", size)
+        if n_min > target and best[0] < abs(math.log(n_min / target)):
             break
     return best[1], best[2]
 

@@ -130,6 +130,8 @@ class TrainSettings:
 # Settings that change no result: left out of the hashes so a resume may alter them.
 _UNHASHED = {"threads", "log_every_steps", "progress_seconds", "checkpoint_minutes", "checkpoint_every_steps",
              "stop_after_steps", "compile", "peak_flops"}
+# Settings a WSD stable phase does not depend on (only its cells do): changing them retrains no chain.
+STABLE_INDEPENDENT = ("final_lr_fraction", "cooldown_fraction", "val_windows", "val_batch_size", "val_seed")
 
 
 def batch_size_for(n_params: int, context_length: int, s: TrainSettings) -> int:
@@ -277,7 +279,7 @@ class Trainer:
         self.warmup = s.warmup_tokens_per_param * self.n_params
         self.chain_hash = _digest({
             "model": dataclasses.asdict(self.cfg), "device": self.device.type, "dtype": self.dtype_name,
-            "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED},
+            "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED | set(STABLE_INDEPENDENT)},
             "batch_size": self.batch_size, "peak_lr": self.peak_lr,
             "tokens": {"vocab_size": self.stats.get("vocab_size"), "splits": self.stats.get("splits")},
         })
@@ -390,7 +392,8 @@ class Trainer:
                 now = time.perf_counter()
                 st["elapsed"] = elapsed0 + (now - t_start)
                 done = st["tokens"] >= stop_at
-                log_due = st["step"] % s.log_every_steps == 0 or done
+                # A stable segment's end is not a log row: a chain logs exactly as one job would.
+                log_due = st["step"] % s.log_every_steps == 0 or (done and exact)
                 progress_due = done or st["step"] == 1 or now - last_progress >= s.progress_seconds
                 if log_due or progress_due:
                     train_loss = loss_acc.item() / max(loss_n, 1)  # token-weighted mean since the last log row
@@ -471,7 +474,8 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     size_def = {"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head, "ffn_hidden": cell.ffn_hidden}
     trainer = Trainer(tokens_dir, cell.size, size_def, model_settings, s, stats)
     D = int(cell.tokens)
-    chash = _digest({"chain": trainer.chain_hash, "cell": cell.as_dict()})
+    chash = _digest({"chain": trainer.chain_hash, "cell": cell.as_dict(),
+                     "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED}})
     val_batches = fixed_validation_batches(trainer.tokens_dir, trainer.ctx, s)
     ckpt_path = out / "checkpoint.pt"
     st = trainer.st
@@ -480,8 +484,10 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     elif branch is not None:
         trainer.load(Path(branch), trainer.chain_hash, "branch")
         st = trainer.st
-        if st["tokens"] >= D:
-            raise EhrscaleError(f"{branch}: branch state at {st['tokens']:,} tokens is not before {cell.id}'s D {D:,}")
+        lo = branch_point(D, s)
+        if not lo <= st["tokens"] < min(D, lo + trainer.batch_size * trainer.ctx):
+            raise EhrscaleError(f"{branch}: branch state at {st['tokens']:,} tokens is not {cell.id}'s branch point "
+                                f"(the first step boundary at or past {lo:,} tokens, before D {D:,})")
         st["branch"] = st["tokens"]
         print(f"[{cell.id}] cooldown from the stable state at {st['tokens']:,} tokens", file=sys.stderr, flush=True)
     st = trainer.st

@@ -11,7 +11,7 @@ from ehrscale.store import read_stats
 from ehrscale.grid import (GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid,
                            size_definition, stable_chains, tune_cells)
 from ehrscale.io import load_settings
-from ehrscale.train import TrainSettings, learning_rate_for
+from ehrscale.train import STABLE_INDEPENDENT, TrainSettings, learning_rate_for
 
 # Fails before any job runs, naming each bad key.
 validate_config(config, Path(workflow.basedir, "workflow/schemas/config.schema.yaml"))

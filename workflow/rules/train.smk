@@ -54,7 +54,8 @@ rule tune:
 
 
 rule stable:
-    """One segment of a size's WSD stable phase, ending at one cell's branch point; resumable."""
+    """One segment of a size's WSD stable phase, ending at one cell's branch point; resumable.
+    Settings only the cooldowns use (STABLE_INDEPENDENT) are not its params: editing them retrains no chain."""
     input:
         unpack(stable_inputs),
     output:
@@ -62,7 +63,7 @@ rule stable:
     params:
         sizes=lambda wildcards: size_json(wildcards.size),
         model=settings("model"),
-        train=settings("train", exclude=("threads",)),
+        train=settings("train", exclude=("threads", *STABLE_INDEPENDENT)),
         optional=lambda wildcards, input: optional_args(input),
     log:
         f"{RESULTS}/logs/stable/{{size}}_T{{branch}}.log",
