@@ -5,6 +5,7 @@ token accounting; and bench/wsd.py's smoke mode."""
 
 import csv
 import dataclasses
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -257,3 +258,32 @@ def test_wsd_trains_fewer_tokens_than_independent_cells():
     assert tokens["wsd"] < 0.6 * tokens["cosine"]  # the issue's target on a 7-budget ladder
     one = [c for c in cells if c.budget == budgets[0]]  # one budget: each size's chain is its cell's own warmup+stable
     assert trained_tokens(one, train)["wsd"] == trained_tokens(one, train)["cosine"]
+
+
+# ------------------------------------------------------------------ bench/wsd.py smoke
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_wsd", Path(__file__).parents[1] / "bench" / "wsd.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_smoke(tmp_path, capsys):
+    out = tmp_path / "wsd.json"
+    assert _bench().main(["--smoke", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    printed = capsys.readouterr().out
+    assert "mean relative difference" in printed
+    assert len(result["cells"]) >= 6
+    for cell in result["cells"]:
+        assert math.isfinite(cell["val_loss_cosine"]) and math.isfinite(cell["val_loss_wsd"])
+    assert math.isfinite(result["mean_relative_difference"])
+    measured, planned = result["tokens_trained"], result["tokens_planned"]
+    assert measured["cosine"] == planned["cosine"] == sum(c["tokens"] for c in result["cells"])  # each cell exactly D
+    assert 0 < measured["wsd"] < measured["cosine"]
+    assert abs(measured["wsd"] - planned["wsd"]) < 0.05 * planned["wsd"]  # chains stop at step boundaries
+    for name in ("cosine", "wsd"):  # the fit ran on each schedule's cells
+        assert math.isfinite(result["fits"][name]["a_approach3"]["estimate"])
+    assert 0 < result["ladder"]["ratio"] < 1
