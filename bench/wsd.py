@@ -66,6 +66,7 @@ def parse_args(argv=None):
     p.add_argument("--min-steps", type=int, default=1000, help="train.min_steps (the batch rule and the step-minimum drop)")
     p.add_argument("--batch-tokens-per-param", type=float, default=10.0, help="train.batch_tokens_per_param (batch rule)")
     p.add_argument("--val-windows", type=int, default=256)
+    p.add_argument("--lr-base", type=float, default=3e-3, help="train.lr_base: the width rule's peak LR at width 64")
     p.add_argument("--cooldown-fraction", type=float, default=0.2)
     p.add_argument("--workers", type=int, help="training processes, one torch thread each (default 2; --smoke: 1)")
     p.add_argument("--ladder-start", type=float, default=LADDER_START,
@@ -221,7 +222,7 @@ def run(args) -> dict:
     vocab_size, train_tokens = int(stats["vocab_size"]), target_tokens_from_stats(stats, "train")
     model = ModelSettings(context_length=args.context)
     wsd = TrainSettings(schedule="wsd", threads=1, min_steps=args.min_steps, val_windows=args.val_windows,
-                        batch_tokens_per_param=args.batch_tokens_per_param,
+                        batch_tokens_per_param=args.batch_tokens_per_param, lr_base=args.lr_base,
                         cooldown_fraction=args.cooldown_fraction, progress_seconds=3600.0, checkpoint_minutes=1e9)
     cosine = dataclasses.replace(wsd, schedule="cosine")
     cells, dropped = _plan(args, vocab_size, train_tokens, args.budgets, wsd)
@@ -262,6 +263,7 @@ def run(args) -> dict:
     for c in cells:
         lc, lw = results[("cosine", c.id)]["val_loss"], results[("wsd", c.id)]["val_loss"]
         rows.append({"cell": c.id, "size": c.size, "budget": c.budget, "n_params": c.n_params, "tokens": c.tokens,
+                     "learning_rate": results[("cosine", c.id)]["learning_rate"],
                      "val_loss_cosine": lc, "val_loss_wsd": lw, "relative_difference": lw / lc - 1})
     rel = [r["relative_difference"] for r in rows]
     worst = max(rows, key=lambda r: abs(r["relative_difference"]))
@@ -309,9 +311,9 @@ def report(r: dict) -> None:
           f"({r['tokens_dir']}; {r['workers']} workers, {r['wall_seconds']:.0f}s wall)")
     for d in r["dropped"]:
         print(f"  dropped {d['cell']}: {d['reason']}")
-    print(f"{'cell':<22} {'N':>8} {'D':>10} {'cosine':>8} {'wsd':>8} {'rel diff':>9}")
+    print(f"{'cell':<22} {'N':>8} {'D':>10} {'peak lr':>8} {'cosine':>8} {'wsd':>8} {'rel diff':>9}")
     for row in r["cells"]:
-        print(f"{row['cell']:<22} {row['n_params']:>8,} {row['tokens']:>10,} {row['val_loss_cosine']:>8.4f} "
+        print(f"{row['cell']:<22} {row['n_params']:>8,} {row['tokens']:>10,} {row['learning_rate']:>8.2e} {row['val_loss_cosine']:>8.4f} "
               f"{row['val_loss_wsd']:>8.4f} {100 * row['relative_difference']:>+8.2f}%")
     w = r["worst_cell"]
     print(f"mean relative difference (wsd/cosine - 1): {100 * r['mean_relative_difference']:+.2f}% "
