@@ -205,6 +205,16 @@ def _fmt_interval(rec: dict | None) -> str:
     return f"{rec['estimate']:.3f} [{rec['ci_low']:.3f}, {rec['ci_high']:.3f}]"
 
 
+def _claim(work: Path, settings: dict) -> None:
+    """Finished jobs in ``work`` are reused, so a ``work`` of other settings is refused."""
+    mark = work / "bench_settings.json"
+    settings = json.loads(json.dumps(settings))
+    if mark.exists() and json.loads(mark.read_text()) != settings:
+        raise SystemExit(f"{work} holds a run of other settings ({mark}); give a new --work")
+    work.mkdir(parents=True, exist_ok=True)
+    mark.write_text(json.dumps(settings, indent=1))
+
+
 def run(args) -> dict:
     from ehrscale.grid import size_definition, stable_chains, trained_tokens
     from ehrscale.model import ModelSettings
@@ -230,6 +240,9 @@ def run(args) -> dict:
         raise SystemExit("no cells in the grid")
     # The same cells both ways: the step-minimum drop does not depend on the schedule.
     assert [c.id for c in _plan(args, vocab_size, train_tokens, args.budgets, cosine)[0]] == [c.id for c in cells]
+    _claim(work, {"tokens": str(tokens), "budgets": list(args.budgets), "context": args.context,
+                  "centre": [args.centre_params, args.centre_budget, args.exponent, args.per_budget, args.spacing],
+                  "train": dataclasses.asdict(wsd)})
     chains = stable_chains(cells, wsd)
     by_size = {c.size: c for c in cells}
     state = {(size, p): str(work / "stable" / f"{size}.{p}.pt") for size, points in chains.items() for p in points}

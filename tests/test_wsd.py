@@ -271,8 +271,8 @@ def _bench():
 
 
 def test_bench_smoke(tmp_path, capsys):
-    out = tmp_path / "wsd.json"
-    assert _bench().main(["--smoke", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
+    out, bench = tmp_path / "wsd.json", _bench()
+    assert bench.main(["--smoke", "--work", str(tmp_path / "work"), "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     printed = capsys.readouterr().out
     assert "mean relative difference" in printed
@@ -287,3 +287,5 @@ def test_bench_smoke(tmp_path, capsys):
     for name in ("cosine", "wsd"):  # the fit ran on each schedule's cells
         assert math.isfinite(result["fits"][name]["a_approach3"]["estimate"])
     assert 0 < result["ladder"]["ratio"] < 1
+    with pytest.raises(SystemExit, match="other settings"):  # finished jobs are reused only under the same settings
+        bench.main(["--smoke", "--work", str(tmp_path / "work"), "--lr-base", "1e-3"])
