@@ -179,6 +179,10 @@ def test_branch_state_of_another_configuration_is_refused(grid, tmp_path, change
     with pytest.raises(EhrscaleError, match=str(state)):
         train_cell(grid.tokens, tmp_path / "cell", grid.cells[1], MODEL, other, branch=state)
     assert not (tmp_path / "cell" / "metrics.json").exists()
+    if "cooldown_fraction" in change:  # the stable phase does not depend on it: a chain may go on
+        assert train_stable(grid.tokens, tmp_path / "next.pt", "a", SIZE, grid.points[1] + 5000, MODEL, other,
+                            start=state) == 0
+        return
     with pytest.raises(EhrscaleError, match=str(state)):
         train_stable(grid.tokens, tmp_path / "next.pt", "a", SIZE, grid.points[1] + 5000, MODEL, other, start=state)
 
@@ -226,8 +230,9 @@ def test_size_generator_lands_near_its_targets():
         assert cfg.d_model % cfg.n_head == 0 and (cfg.d_model // cfg.n_head) % 2 == 0
         assert name == f"d{size['d_model']}L{size['n_layer']}"
         worst = max(worst, abs(param_counts(cfg)["total"] / target - 1))
-    # Measured worst: 28 % near 2.6e5, where depth steps from 2 to 3 layers (d80L2 -> d88L3).
-    assert worst < 0.30
+    # Both depths around d/aspect are tried, so no depth step leaves a gap; the worst miss left
+    # (about 19 %) is at 3e3-5e3, where widths 4, 6, 8 are coarse steps.
+    assert worst < 0.20
 
 
 def test_centred_sizes_are_distinct_and_centred():
