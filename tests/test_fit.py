@@ -507,3 +507,11 @@ def test_training_record_counts_the_shared_stable_phase():
     training_section = next(f for f in SECTIONS if f.__name__ == "_training")
     text = "\n".join(training_section({"training": rec}))
     assert "## Training" in text and "2,700" in text and "3,500" in text and "23 % saved" in text
+
+
+def test_frontier_with_an_unidentified_scale_reports_no_bound_not_a_crash():
+    """Four non-monotone budget minima (measured under bench/rules.py's old rules): the K interval's
+    upper end overflows exp(); it is reported as missing (not estimable), not an OverflowError."""
+    fit = fit_frontier([1.5e10, 2.64e10, 4.66e10, 8.22e10], [2.1239, 2.1458, 1.4910, 1.3815])
+    assert fit["fitted"] and fit["K"]["ci_high"] is None and fit["K"]["estimate"] > 0
+    json.dumps(fit, allow_nan=False)  # writable as JSON

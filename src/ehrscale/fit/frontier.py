@@ -39,6 +39,11 @@ def _model(z, e, log_k, gamma, sign):
     return e + sign * np.exp(log_k - gamma * z)
 
 
+def _exp(x: float) -> float:
+    """exp, with overflow as inf (an interval bound written as not estimable), never an exception."""
+    return math.exp(x) if x < 709.0 else math.inf
+
+
 def fit_frontier(compute, value, direction: str = "min", level: float = 0.95) -> dict:
     """Fit M(C) = E +/- K C^-gamma to (compute, value) pairs."""
     c = np.asarray(compute, float)
@@ -80,7 +85,7 @@ def fit_frontier(compute, value, direction: str = "min", level: float = 0.95) ->
         "fitted": True,
         "E": interval(e, e - t * se[0], e + t * se[0]),
         "gamma": interval(g, g - t * se[2], g + t * se[2]),
-        "K": interval(math.exp(log_k), math.exp(log_k - t * se_logk), math.exp(log_k + t * se_logk)),
+        "K": interval(_exp(log_k), _exp(log_k - t * se_logk), _exp(log_k + t * se_logk)),
         "log_c_ref": log_ref, "params_centered": [e, lk, g], "cov_centered": np.asarray(pcov).tolist(), "df_resid": df,
         "rmse": math.sqrt(sse / len(c)),
     }
