@@ -17,9 +17,9 @@ from ehrscale.cli import main
 from ehrscale.data import write_synthetic_tokens
 from ehrscale.fit.utility import fit_two_stage, fit_utility, fit_utility_frontier, saturating, summary_section
 from ehrscale.model import load_model
-from ehrscale.probe import ProbeSettings
+from ehrscale.probe import ProbeSettings, load_embeddings
 from ehrscale.probe.baseline import baseline_task
-from ehrscale.probe.embed import embed_cell, load_embeddings, plan_windows
+from ehrscale.probe.embed import embed_cell, plan_windows
 from ehrscale.probe.linear import fit_probe, probe_embeddings
 from ehrscale.store import TokenSplit, probe_input, probe_span
 from ehrscale.vocab import STATIC_PREFIX_LEN
@@ -202,6 +202,29 @@ def test_shuffled_labels_give_an_interval_around_chance(cohort):
     rec, _ = fit_probe(X, y, ProbeSettings(**FAST))
     a = rec["held_out"]["auroc"]
     assert a["lo"] < 0.5 < a["hi"], a
+
+
+def test_bootstrap_metrics_from_counts_equal_sklearn_on_each_resample():
+    """The bootstrap's count-based AUROC, AUPRC and Brier equal sklearn's on the resampled
+    examples themselves, row by row, with tied scores (rounded) and without."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from ehrscale.probe.metrics import metrics_from_counts, score_counts
+
+    rng = np.random.default_rng(5)
+    y = rng.random(300) < 0.2
+    for p in (rng.beta(2, 5, 300) + 0.2 * y, np.round(rng.beta(2, 5, 300) + 0.2 * y, 1)):
+        scores, score_index = np.unique(p, return_inverse=True)
+        pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+        draws_pos, draws_neg = rng.choice(pos, (25, len(pos))), rng.choice(neg, (25, len(neg)))
+        m = metrics_from_counts(scores, score_counts(score_index, draws_pos, len(scores)),
+                                score_counts(score_index, draws_neg, len(scores)))
+        for r in range(25):
+            idx = np.r_[draws_pos[r], draws_neg[r]]
+            np.testing.assert_allclose(m["auroc"][r], roc_auc_score(y[idx], p[idx]), rtol=1e-12)
+            np.testing.assert_allclose(m["auprc"][r], average_precision_score(y[idx], p[idx]), rtol=1e-12)
+            np.testing.assert_allclose(m["brier"][r], np.mean((p[idx] - y[idx]) ** 2), rtol=1e-12)
+        assert np.ptp(m["auroc"]) > 0.01  # the rows really are different resamples
 
 
 def test_too_few_positives_is_a_recorded_skip(cohort, tmp_path):

@@ -14,6 +14,8 @@ bag-of-codes counts (``ehrscale baseline``).
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -91,3 +93,18 @@ def probe_examples(labels_file, tokens_dir, settings: ProbeSettings) -> pd.DataF
     from ehrscale.probe_inputs import read_labels
 
     return cap_train(read_labels(labels_file, tokens_dir), settings.max_train_examples)
+
+
+def load_embeddings(path) -> tuple[np.ndarray, dict, dict]:
+    """(x, {task: DataFrame(row, subject_id, prediction_time, label, split)}, meta) from an embeddings file."""
+    path = Path(path)
+    if not path.exists():
+        raise EhrscaleError(f"embeddings not found: {path}")
+    with np.load(path) as z:
+        meta = json.loads(str(z["meta"]))
+        splits = [str(s) for s in z["splits"]]
+        tasks = {}
+        for t in meta["tasks"]:
+            tasks[t] = pd.DataFrame({k: z[f"{t}__{k}"] for k in ("row", "subject_id", "prediction_time", "label", "split")})
+            tasks[t]["split"] = [splits[i] for i in tasks[t]["split"]]
+        return z["x"], tasks, meta

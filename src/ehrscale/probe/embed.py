@@ -154,21 +154,6 @@ def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settin
     return meta
 
 
-def load_embeddings(path) -> tuple[np.ndarray, dict, dict]:
-    """(x, {task: DataFrame(row, subject_id, prediction_time, label, split)}, meta) from an embeddings file."""
-    path = Path(path)
-    if not path.exists():
-        raise EhrscaleError(f"embeddings not found: {path}")
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta"]))
-        splits = [str(s) for s in z["splits"]]
-        tasks = {}
-        for t in meta["tasks"]:
-            tasks[t] = pd.DataFrame({k: z[f"{t}__{k}"] for k in ("row", "subject_id", "prediction_time", "label", "split")})
-            tasks[t]["split"] = [splits[i] for i in tasks[t]["split"]]
-        return z["x"], tasks, meta
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="a trained cell's model.pt")
     parser.add_argument("--tokens", required=True, help="the token store")
