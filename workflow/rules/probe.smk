@@ -1,7 +1,7 @@
 rule probe:
     """Embed every task's labelled examples with one trained cell (frozen; GPU when asked).
 
-    Only the device and the train cap (which examples) are params: other probe settings never re-embed."""
+    Only the device and the caps (which examples) are params: other probe settings never re-embed."""
     input:
         model=f"{RESULTS}/runs/{{cell}}/model.pt",
         tokens=f"{RESULTS}/tokens",
@@ -9,7 +9,7 @@ rule probe:
     output:
         f"{RESULTS}/probes/{{cell}}/embeddings.npz",
     params:
-        settings=json.dumps({k: v for k, v in config.get("probe", {}).items() if k in ("device", "max_train_examples")}, sort_keys=True),
+        settings=json.dumps({k: v for k, v in config.get("probe", {}).items() if k in ("device", "max_train_examples", "max_tuning_examples")}, sort_keys=True),
         batch_tokens=config.get("probe", {}).get("batch_tokens", 65536),
     log:
         f"{RESULTS}/logs/probe/{{cell}}.log",
