@@ -10,7 +10,7 @@ rule probe:
         f"{RESULTS}/probes/{{cell}}/embeddings.npz",
     params:
         settings=json.dumps({k: v for k, v in config.get("probe", {}).items() if k in ("device", "max_train_examples", "max_tuning_examples")}, sort_keys=True),
-        batch_tokens=config.get("probe", {}).get("batch_tokens", 65536),
+        batch_tokens=config.get("probe", {}).get("batch_tokens", 16384),
     log:
         f"{RESULTS}/logs/probe/{{cell}}.log",
     benchmark:

@@ -34,7 +34,7 @@ class ProbeSettings:
     ci_level: float = 0.95
     min_positives: int = 10  # positives (and negatives) each of train, tuning and held_out needs
     device: str = "auto"  # embedding: auto | cpu | cuda | cuda:N
-    batch_tokens: int = 65536  # embedding: padded tokens per forward batch
+    batch_tokens: int = 16384  # embedding: padded tokens per forward batch (CPU: larger batches cost more, bench/probe.py)
     # Train examples per task the probe fits on, and tuning examples per task C is chosen on
     # (fixed, label-stratified subsets; null: all). held_out is always used whole, so its
     # intervals are those of the whole split. Why caps: embedding costs a forward pass per
