@@ -301,6 +301,16 @@ def test_baseline_counts_codes_before_the_prediction_time(cohort, tmp_path):
                         ProbeSettings(**FAST))
     assert rec["status"] == "ok" and rec["held_out"]["auroc"]["estimate"] > 0.55
     assert pq.read_table(tmp_path / "b.parquet").num_rows == rec["held_out"]["n"]["estimate"]
+    # the embeddings' caps do not shrink the baseline (its own train cap, default all; tuning whole)
+    n_labels = pq.read_table(cohort["labels"]["planted"]).num_rows
+    small = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "c.json", tmp_path / "c.parquet",
+                          ProbeSettings(**FAST, max_train_examples=100, max_tuning_examples=50))
+    assert small["counts"] == rec["counts"] and rec["counts"]["train"]["n"] > 100
+    capped = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "d.json", tmp_path / "d.parquet",
+                           ProbeSettings(**FAST, baseline_max_train_examples=100))
+    assert abs(capped["counts"]["train"]["n"] - 100) <= 1
+    assert capped["counts"]["tuning"] == rec["counts"]["tuning"] and capped["counts"]["held_out"] == rec["counts"]["held_out"]
+    assert sum(c["n"] for c in rec["counts"].values()) == n_labels  # uncapped: every example
 
 
 # --------------------------------------------------------------------------- utility laws

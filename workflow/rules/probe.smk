@@ -35,7 +35,7 @@ rule probe_fit:
         metrics=f"{RESULTS}/probes/{{cell}}/metrics.json",
         predictions=[f"{RESULTS}/probes/{{cell}}/{task}.predictions.parquet" for task in config["labels"]["tasks"]],
     params:
-        settings=settings("probe", exclude=("device", "batch_tokens")),
+        settings=settings("probe", exclude=("device", "batch_tokens", "baseline_max_train_examples")),
     log:
         f"{RESULTS}/logs/probe_fit/{{cell}}.log",
     benchmark:

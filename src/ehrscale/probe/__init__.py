@@ -41,12 +41,17 @@ class ProbeSettings:
     # example, and every example would cost more than training a small cell.
     max_train_examples: int | None = 3000
     max_tuning_examples: int | None = 1000
+    # The baseline's own train cap (null: all); it uses tuning whole. The caps above save
+    # embedding, which the baseline never pays (it is fitted once per task), and its ~vocab_size
+    # features need far more examples than a probe's d_model: capped like the probe, it would
+    # understate the no-model line. held_out, where the two are compared, is the same.
+    baseline_max_train_examples: int | None = None
 
     def __post_init__(self) -> None:
         c = self.c_values
         if not isinstance(c, list) or len(c) < 7 or not all(isinstance(v, (int, float)) and v > 0 for v in c):
             raise EhrscaleError(f"probe.c_values must be a list of at least 7 positive numbers, got {c!r}")
-        for name in ("max_train_examples", "max_tuning_examples"):
+        for name in ("max_train_examples", "max_tuning_examples", "baseline_max_train_examples"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
                 raise EhrscaleError(f"probe.{name} must be a positive integer or null, got {v!r}")
@@ -91,13 +96,16 @@ def cap_split(examples: pd.DataFrame, split: str, max_n: int | None) -> pd.DataF
     return examples[keep]
 
 
-def probe_examples(labels_file, tokens_dir, settings: ProbeSettings) -> pd.DataFrame:
+def probe_examples(labels_file, tokens_dir, settings: ProbeSettings, baseline: bool = False) -> pd.DataFrame:
     """A task's examples as every probe stage reads them: the labels, their split from the token
-    store, and the train and tuning caps (:func:`cap_split`; held_out is always whole).
-    Embeddings and the baseline share them."""
+    store, and the caps (:func:`cap_split`). held_out is always whole. Embeddings take the train
+    and tuning caps; the baseline only its own train cap (``baseline_max_train_examples``)."""
     from ehrscale.probe_inputs import read_labels
 
-    examples = cap_split(read_labels(labels_file, tokens_dir), "train", settings.max_train_examples)
+    examples = read_labels(labels_file, tokens_dir)
+    if baseline:
+        return cap_split(examples, "train", settings.baseline_max_train_examples)
+    examples = cap_split(examples, "train", settings.max_train_examples)
     return cap_split(examples, "tuning", settings.max_tuning_examples)
 
 
