@@ -17,9 +17,9 @@ from ehrscale.cli import main
 from ehrscale.data import write_synthetic_tokens
 from ehrscale.fit.utility import fit_two_stage, fit_utility, fit_utility_frontier, saturating, summary_section
 from ehrscale.model import load_model
-from ehrscale.probe import ProbeSettings
+from ehrscale.probe import ProbeSettings, load_embeddings
 from ehrscale.probe.baseline import baseline_task
-from ehrscale.probe.embed import embed_cell, load_embeddings, plan_windows
+from ehrscale.probe.embed import embed_cell, plan_windows
 from ehrscale.probe.linear import fit_probe, probe_embeddings
 from ehrscale.store import TokenSplit, probe_input, probe_span
 from ehrscale.vocab import STATIC_PREFIX_LEN
@@ -115,6 +115,54 @@ def test_cut_starts_at_an_event_boundary(tmp_path):
     assert naive_bad >= 5  # the plain left cut would have started mid-event for these contexts
 
 
+def test_vectorised_spans_equal_a_direct_scan(tmp_path):
+    """probe_spans (all examples at once) equals the cut's definition, scanned token by token:
+    end = first body token at or after the time, cut = first event start at or after the left
+    budget edge; including runs of non-starting tokens longer than one scan chunk."""
+    from ehrscale.store import event_start_tables, probe_spans
+
+    vocab = ["[PAD]", "[UNK]", "[TIMELINE_END]", "GENDER//F", "RACE//WHITE", "MARITAL//SINGLE", "AGE//50-54",
+             "[INTERVAL//1h-2h]", "LAB//1", "Q3", "ICD10CM//I50", "ICD10CM_DETAIL//9", "ICD10PCS_SECTION//0",
+             "ICD10PCS//DTJ", "MEDICATION//X"]
+    continues, interval = event_start_tables(vocab)
+    rng = np.random.default_rng(4)
+    tokens, times, offsets = [], [], [0]
+    for i in range(40):
+        body = rng.choice(np.arange(7, len(vocab)), int(rng.integers(1, 150)))
+        if i % 4 == 0:
+            body[len(body) // 3 : len(body) // 3 + 45] = vocab.index("Q3")  # no event start for 45 tokens
+        t = np.cumsum(rng.integers(0, 3, len(body)))  # ties: several tokens share a time
+        tokens += [3, 4, 5, 6, *body.tolist(), 2]
+        times += [0] * STATIC_PREFIX_LEN + t.tolist() + [int(t[-1])]
+        offsets.append(len(tokens))
+    d = tmp_path / "tok" / "train"
+    d.mkdir(parents=True)
+    np.save(d / "tokens.npy", np.array(tokens, np.uint16))
+    np.save(d / "offsets.npy", np.array(offsets, np.int64))
+    np.save(d / "times.npy", np.array(times, np.int64))
+    np.save(d / "subject_ids.npy", np.arange(40, dtype=np.int64))
+    (tmp_path / "tok" / "vocab.json").write_text(json.dumps({"tokens": vocab}))
+    split = TokenSplit(d)
+    idx = rng.integers(0, 40, 3000)
+    when = rng.integers(-2, 320, 3000)
+    tok, tim = np.array(tokens), np.array(times)
+    for ctx in (STATIC_PREFIX_LEN + 1, 12, 40, 256):
+        start, cut, end = probe_spans(split, idx, when, ctx)
+        for k, (i, t) in enumerate(zip(idx.tolist(), when.tolist())):
+            a, b = offsets[i], offsets[i + 1]
+            body_start = a + STATIC_PREFIX_LEN
+            e = body_start
+            while e < b - 1 and tim[e] < t:
+                e += 1
+            lo = max(body_start, e - (ctx - STATIC_PREFIX_LEN))
+            c = lo
+            if lo > body_start:
+                while c < e and (continues[tok[c]] or interval[tok[c - 1]]):
+                    c += 1
+            assert (start[k], cut[k], end[k]) == (a, c, e), (ctx, i, t)
+            assert (tim[cut[k] : end[k]] < t).all()
+
+
 # --------------------------------------------------------------------------- embeddings
 
 
@@ -127,6 +175,11 @@ def test_model_rebuilds_from_its_file_and_exposes_hidden_states(cohort):
     assert h.shape == (1, 5, 16)
     assert torch.allclose(logits, h @ model.embed.weight.T, atol=1e-5)
     assert torch.allclose(h.pow(2).mean(-1) / model.norm.weight.pow(2).mean(), torch.ones(1, 5), atol=0.5)
+    # the last block run only where read gives the same hidden states there
+    batch = torch.tensor([[3, 5, 7, 11, 13], [13, 11, 7, 5, 3]])
+    rows, cols = torch.tensor([0, 0, 1, 1, 1]), torch.tensor([0, 4, 1, 2, 4])
+    with torch.no_grad():
+        np.testing.assert_allclose(model.hidden_states_at(batch, rows, cols), model.hidden_states(batch)[rows, cols], atol=1e-5)
 
 
 def test_embeddings_equal_standalone_inputs_and_never_see_the_prediction_time(cohort):
@@ -204,6 +257,29 @@ def test_shuffled_labels_give_an_interval_around_chance(cohort):
     assert a["lo"] < 0.5 < a["hi"], a
 
 
+def test_bootstrap_metrics_from_counts_equal_sklearn_on_each_resample():
+    """The bootstrap's count-based AUROC, AUPRC and Brier equal sklearn's on the resampled
+    examples themselves, row by row, with tied scores (rounded) and without."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from ehrscale.probe.metrics import metrics_from_counts, score_counts
+
+    rng = np.random.default_rng(5)
+    y = rng.random(300) < 0.2
+    for p in (rng.beta(2, 5, 300) + 0.2 * y, np.round(rng.beta(2, 5, 300) + 0.2 * y, 1)):
+        scores, score_index = np.unique(p, return_inverse=True)
+        pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+        draws_pos, draws_neg = rng.choice(pos, (25, len(pos))), rng.choice(neg, (25, len(neg)))
+        m = metrics_from_counts(scores, score_counts(score_index, draws_pos, len(scores)),
+                                score_counts(score_index, draws_neg, len(scores)))
+        for r in range(25):
+            idx = np.r_[draws_pos[r], draws_neg[r]]
+            np.testing.assert_allclose(m["auroc"][r], roc_auc_score(y[idx], p[idx]), rtol=1e-12)
+            np.testing.assert_allclose(m["auprc"][r], average_precision_score(y[idx], p[idx]), rtol=1e-12)
+            np.testing.assert_allclose(m["brier"][r], np.mean((p[idx] - y[idx]) ** 2), rtol=1e-12)
+        assert np.ptp(m["auroc"]) > 0.01  # the rows really are different resamples
+
+
 def test_too_few_positives_is_a_recorded_skip(cohort, tmp_path):
     rec = probe_embeddings(cohort["emb"], tmp_path, ProbeSettings(**FAST))["tasks"]["rare"]
     assert rec["status"] == "skipped" and "too few examples in" in rec["reason"] and "positive" in rec["reason"]
@@ -225,6 +301,16 @@ def test_baseline_counts_codes_before_the_prediction_time(cohort, tmp_path):
                         ProbeSettings(**FAST))
     assert rec["status"] == "ok" and rec["held_out"]["auroc"]["estimate"] > 0.55
     assert pq.read_table(tmp_path / "b.parquet").num_rows == rec["held_out"]["n"]["estimate"]
+    # the embeddings' caps do not shrink the baseline (its own train cap, default all; tuning whole)
+    n_labels = pq.read_table(cohort["labels"]["planted"]).num_rows
+    small = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "c.json", tmp_path / "c.parquet",
+                          ProbeSettings(**FAST, max_train_examples=100, max_tuning_examples=50))
+    assert small["counts"] == rec["counts"] and rec["counts"]["train"]["n"] > 100
+    capped = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "d.json", tmp_path / "d.parquet",
+                           ProbeSettings(**FAST, baseline_max_train_examples=100))
+    assert abs(capped["counts"]["train"]["n"] - 100) <= 1
+    assert capped["counts"]["tuning"] == rec["counts"]["tuning"] and capped["counts"]["held_out"] == rec["counts"]["held_out"]
+    assert sum(c["n"] for c in rec["counts"].values()) == n_labels  # uncapped: every example
 
 
 # --------------------------------------------------------------------------- utility laws
@@ -292,20 +378,26 @@ def test_utility_fit_reports_rise_backtest_baseline_and_skips(tmp_path):
     assert "rising" in text and "0.68" in text and "not estimable" not in text.split("| rising |")[1].split("\n")[0]
 
 
-def test_train_cap_is_a_fixed_stratified_nested_subset():
-    from ehrscale.probe import cap_train
+def test_caps_are_fixed_stratified_nested_subsets():
+    from ehrscale.probe import cap_split
 
     rng = np.random.default_rng(3)
     n = 4000
     df = pd.DataFrame({"subject_id": rng.integers(1, 10**6, n), "prediction_time": rng.integers(0, 10**15, n),
-                       "label": rng.random(n) < 0.1, "split": rng.choice(["train", "tuning", "held_out"], n, p=[0.8, 0.1, 0.1])})
-    small, large = cap_train(df, 500), cap_train(df, 1500)
-    for capped, k in ((small, 500), (large, 1500)):
-        train = capped[capped["split"] == "train"]
-        assert abs(len(train) - k) <= 1
-        full_prev = df.loc[df["split"] == "train", "label"].mean()
-        assert abs(train["label"].mean() - full_prev) < 0.005  # stratified: prevalence kept
-        pd.testing.assert_frame_equal(capped[capped["split"] != "train"], df[df["split"] != "train"])  # others whole
-    assert set(small.index) <= set(large.index)  # a larger cap keeps what a smaller one kept
-    pd.testing.assert_frame_equal(cap_train(df.sample(frac=1, random_state=1), 500).sort_index(), small)  # order-free
-    assert cap_train(df, None) is df and cap_train(df, 10**6) is df
+                       "label": rng.random(n) < 0.1, "split": rng.choice(["train", "tuning", "held_out"], n, p=[0.6, 0.3, 0.1])})
+    for split in ("train", "tuning"):
+        small, large = cap_split(df, split, 500), cap_split(df, split, 1000)
+        for capped, k in ((small, 500), (large, 1000)):
+            part = capped[capped["split"] == split]
+            assert abs(len(part) - k) <= 1
+            full_prev = df.loc[df["split"] == split, "label"].mean()
+            assert abs(part["label"].mean() - full_prev) < 0.005  # stratified: prevalence kept
+            pd.testing.assert_frame_equal(capped[capped["split"] != split], df[df["split"] != split])  # others whole
+        assert set(small.index) <= set(large.index)  # a larger cap keeps what a smaller one kept
+        pd.testing.assert_frame_equal(cap_split(df.sample(frac=1, random_state=1), split, 500).sort_index(), small)  # order-free
+        assert cap_split(df, split, None) is df and cap_split(df, split, 10**6) is df
+    # tasks with the same prediction times but other labels keep nearly the same examples (shared embeddings)
+    other = df.assign(label=rng.random(n) < 0.3)
+    a, b = cap_split(df, "train", 1000), cap_split(other, "train", 1000)
+    a, b = set(a.index[a["split"] == "train"]), set(b.index[b["split"] == "train"])
+    assert len(a & b) > 0.9 * 1000

@@ -233,6 +233,21 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         return self.proj(y.transpose(1, 2).reshape(b, t, d))
 
+    def forward_at(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, rows: torch.Tensor,
+                   cols: torch.Tensor) -> torch.Tensor:
+        """The output at positions (rows[i], cols[i]) only, (n, d): keys and values everywhere,
+        queries only there, each seeing keys 0..cols[i] of its row (causal, one segment per row)."""
+        b, t, d = x.shape
+        w_q, w_kv = self.qkv.weight.split([d, 2 * d])
+        kv = F.linear(x, w_kv).view(b, t, 2, self.n_head, self.head_dim)
+        k = apply_rotary(kv[:, :, :1], cos, sin)[:, :, 0].transpose(1, 2)[rows]  # (n, h, t, hd)
+        v = kv[:, :, 1].transpose(1, 2)[rows]
+        q = apply_rotary(F.linear(x[rows, cols], w_q).view(-1, self.n_head, self.head_dim), cos[cols, 0], sin[cols, 0])
+        scores = torch.einsum("nhd,nhtd->nht", q, k) / math.sqrt(self.head_dim)
+        future = torch.arange(t, device=x.device)[None, :] > cols[:, None]
+        w = torch.softmax(scores.float().masked_fill(future[:, None, :], float("-inf")), dim=-1).type_as(v)
+        return self.proj(torch.einsum("nht,nhtd->nhd", w, v).reshape(-1, d))
+
 
 class SwiGLU(nn.Module):
     def __init__(self, cfg: GPTConfig) -> None:
@@ -257,6 +272,11 @@ class Block(nn.Module):
     def forward(self, x, cos, sin, mask):
         x = x + self.attn(self.attn_norm(x), cos, sin, mask)
         return x + self.mlp(self.mlp_norm(x))
+
+    def forward_at(self, x, cos, sin, rows, cols):
+        """``forward(x)[rows, cols]`` (causal, no mask), computing only what those positions need."""
+        y = x[rows, cols] + self.attn.forward_at(self.attn_norm(x), cos, sin, rows, cols)
+        return y + self.mlp(self.mlp_norm(y))
 
 
 class GPT(nn.Module):
@@ -316,6 +336,20 @@ class GPT(nn.Module):
         for block in self.blocks:
             x = block(x, cos, sin, mask)
         return self.norm(x)
+
+    def hidden_states_at(self, idx, rows, cols) -> torch.Tensor:
+        """``hidden_states(idx)[rows, cols]``, (n, d_model), for plain causal rows (one segment
+        each, starting at position 0). Every block but the last runs everywhere; the last one only
+        where it is read (its keys and values everywhere, queries, output and MLP at the n
+        positions), which saves most of that block when few positions per row are read."""
+        b, t = idx.shape
+        if t > self.cfg.context_length:
+            raise EhrscaleError(f"sequence length {t} exceeds context_length {self.cfg.context_length}")
+        cos, sin = self.rope_cos[:t, None, None], self.rope_sin[:t, None, None]
+        x = self.embed(idx)
+        for block in self.blocks[:-1]:
+            x = block(x, cos, sin, None)
+        return self.norm(self.blocks[-1].forward_at(x, cos, sin, rows, cols))
 
     def num_params(self) -> dict[str, int]:
         total = sum(p.numel() for p in self.parameters())

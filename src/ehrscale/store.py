@@ -35,7 +35,7 @@ from ehrscale.splits import SPLITS
 from ehrscale.vocab import STATIC_PREFIX_LEN, token_group
 
 __all__ = ["TokenSplit", "read_stats", "target_tokens_from_stats", "read_vocab_tokens", "event_start_tables",
-           "probe_span", "probe_input", "split_of_subjects", "to_us"]
+           "probe_span", "probe_spans", "probe_input", "split_of_subjects", "to_us"]
 
 ARRAYS = ("tokens", "offsets", "times", "subject_ids")
 
@@ -180,29 +180,66 @@ def to_us(t) -> np.ndarray | int:
     return int(a) if a.ndim == 0 else a
 
 
-def _first_event_start(split: TokenSplit, lo: int, hi: int, floor: int) -> int:
-    """The first index in [lo, hi] that starts an event (hi when none does); ``floor`` is the body start."""
-    if lo <= floor:
-        return floor
+def _first_event_starts(split: TokenSplit, lo: np.ndarray, hi: np.ndarray, floor: np.ndarray, chunk: int = 32) -> np.ndarray:
+    """Per example, the first index in [lo, hi) that starts an event, hi when none does; ``floor``
+    (the body start) itself when lo <= floor. Scans forward ``chunk`` tokens at a time, so only
+    the few tokens after each lo are read."""
+    out = np.where(lo <= floor, floor, hi)
+    todo = np.flatnonzero((lo > floor) & (lo < hi))
+    pos = lo[todo]
+    if not len(todo):
+        return out
     continues, interval = split.start_tables
-    tok = np.asarray(split.tokens[lo - 1 : hi], dtype=np.int64)
-    starts = ~continues[tok[1:]] & ~interval[tok[:-1]]
-    k = np.flatnonzero(starts)
-    return lo + int(k[0]) if len(k) else hi
+    step = np.arange(chunk)
+    while len(todo):
+        j = pos[:, None] + step
+        stop = hi[todo][:, None]
+        j_in = np.minimum(j, stop - 1)
+        tok = np.asarray(split.tokens[j_in.ravel()], np.int64).reshape(j.shape)
+        before = np.asarray(split.tokens[(j_in - 1).ravel()], np.int64).reshape(j.shape)  # j - 1 >= lo - 1 >= floor
+        starts = ~continues[tok] & ~interval[before] & (j < stop)
+        found = starts.any(1)
+        out[todo[found]] = pos[found] + starts[found].argmax(1)
+        more = ~found & (pos + chunk < hi[todo])
+        todo, pos = todo[more], pos[more] + chunk
+    return out
+
+
+def _search_left(times: np.ndarray, lo: np.ndarray, hi: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Per example, the first index in [lo, hi) whose time is >= t (hi when none): a vectorised
+    ``searchsorted(side="left")`` of each example's own sorted range."""
+    lo, hi = lo.copy(), hi.copy()
+    while True:
+        active = np.flatnonzero(lo < hi)
+        if not len(active):
+            return lo
+        mid = (lo[active] + hi[active]) // 2
+        before = np.asarray(times[mid]) < t[active]
+        lo[active[before]] = mid[before] + 1
+        hi[active[~before]] = mid[~before]
+
+
+def probe_spans(split: TokenSplit, patient_index, prediction_time, context_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, cut, end) per example (absolute indices): the prefix is tokens[start:start+P], the
+    body tokens[cut:end], for arrays of patient indices and prediction times."""
+    if context_length <= STATIC_PREFIX_LEN:
+        raise EhrscaleError(f"context_length must exceed the static prefix ({STATIC_PREFIX_LEN}), got {context_length}")
+    idx = np.atleast_1d(np.asarray(patient_index, np.int64))
+    bad = (idx < 0) | (idx >= len(split))
+    if bad.any():
+        raise EhrscaleError(f"patient_index {int(idx[bad][0])} out of range for a split of {len(split)} subjects")
+    t = np.atleast_1d(to_us(prediction_time)).astype(np.int64)
+    a, b = split.offsets[idx], split.offsets[idx + 1]
+    body_start, body_stop = a + STATIC_PREFIX_LEN, b - 1  # exclude [TIMELINE_END]
+    end = _search_left(split.times, body_start, np.maximum(body_stop, body_start), t)
+    cut = _first_event_starts(split, np.maximum(body_start, end - (context_length - STATIC_PREFIX_LEN)), end, body_start)
+    return a, cut, end
 
 
 def probe_span(split: TokenSplit, patient_index: int, prediction_time, context_length: int) -> tuple[int, int, int]:
-    """(start, cut, end): the prefix is tokens[start:start+P], the body tokens[cut:end] (absolute indices)."""
-    if context_length <= STATIC_PREFIX_LEN:
-        raise EhrscaleError(f"context_length must exceed the static prefix ({STATIC_PREFIX_LEN}), got {context_length}")
-    if not 0 <= patient_index < len(split):
-        raise EhrscaleError(f"patient_index {patient_index} out of range for a split of {len(split)} subjects")
-    t = to_us(prediction_time)
-    a, b = int(split.offsets[patient_index]), int(split.offsets[patient_index + 1])
-    body_start, body_stop = a + STATIC_PREFIX_LEN, b - 1  # exclude [TIMELINE_END]
-    end = body_start + int(np.searchsorted(np.asarray(split.times[body_start:body_stop]), t, side="left"))
-    cut = _first_event_start(split, max(body_start, end - (context_length - STATIC_PREFIX_LEN)), end, body_start)
-    return a, cut, end
+    """(start, cut, end) of one example (see :func:`probe_spans`)."""
+    a, cut, end = probe_spans(split, [patient_index], [to_us(prediction_time)], context_length)
+    return int(a[0]), int(cut[0]), int(end[0])
 
 
 def probe_input(split: TokenSplit, patient_index: int, prediction_time, context_length: int) -> np.ndarray:

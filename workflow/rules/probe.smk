@@ -1,7 +1,7 @@
 rule probe:
     """Embed every task's labelled examples with one trained cell (frozen; GPU when asked).
 
-    Only the device and the train cap (which examples) are params: other probe settings never re-embed."""
+    Only the device and the caps (which examples) are params: other probe settings never re-embed."""
     input:
         model=f"{RESULTS}/runs/{{cell}}/model.pt",
         tokens=f"{RESULTS}/tokens",
@@ -9,8 +9,8 @@ rule probe:
     output:
         f"{RESULTS}/probes/{{cell}}/embeddings.npz",
     params:
-        settings=json.dumps({k: v for k, v in config.get("probe", {}).items() if k in ("device", "max_train_examples")}, sort_keys=True),
-        batch_tokens=config.get("probe", {}).get("batch_tokens", 65536),
+        settings=json.dumps({k: v for k, v in config.get("probe", {}).items() if k in ("device", "max_train_examples", "max_tuning_examples")}, sort_keys=True),
+        batch_tokens=config.get("probe", {}).get("batch_tokens", 16384),
     log:
         f"{RESULTS}/logs/probe/{{cell}}.log",
     benchmark:
@@ -35,7 +35,7 @@ rule probe_fit:
         metrics=f"{RESULTS}/probes/{{cell}}/metrics.json",
         predictions=[f"{RESULTS}/probes/{{cell}}/{task}.predictions.parquet" for task in config["labels"]["tasks"]],
     params:
-        settings=settings("probe", exclude=("device", "batch_tokens")),
+        settings=settings("probe", exclude=("device", "batch_tokens", "baseline_max_train_examples")),
     log:
         f"{RESULTS}/logs/probe_fit/{{cell}}.log",
     benchmark:

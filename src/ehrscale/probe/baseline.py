@@ -3,7 +3,8 @@
 Features: log(1 + count) of every token id in the patient's whole history strictly before the
 prediction time (static prefix included, ``[TIMELINE_END]`` excluded), a sparse bag of codes,
 values (quantile tokens) and gaps (interval tokens). The probe is the same as for embeddings
-(:func:`ehrscale.probe.linear.fit_probe`), on the same examples.
+(:func:`ehrscale.probe.linear.fit_probe`), on the same held_out examples; train (capped only by
+``probe.baseline_max_train_examples``, default all) and tuning are whole, not the embeddings' caps.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def count_features(split: TokenSplit, subject_ids, prediction_times, vocab_size:
 
 def baseline_task(tokens_dir, labels_file, out_json, out_predictions, settings: ProbeSettings) -> dict:
     task = Path(labels_file).stem
-    df = probe_examples(labels_file, tokens_dir, settings)
+    df = probe_examples(labels_file, tokens_dir, settings, baseline=True)
     V = int(read_stats(tokens_dir)["vocab_size"])
     parts = {s: df[df["split"] == s] for s in ("train", "tuning", "held_out")}
     X = {s: count_features(TokenSplit(Path(tokens_dir) / s), d["subject_id"], d["prediction_time"], V)

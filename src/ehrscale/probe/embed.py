@@ -1,7 +1,7 @@
 """``ehrscale embed``: one trained cell's embedding of every labelled example of every task.
 
 The embedding of (patient, prediction_time) is the model's final hidden state (after the last
-norm) at the last token of the probe input (:func:`ehrscale.store.probe_span`: static prefix +
+norm) at the last token of the probe input (:func:`ehrscale.store.probe_spans`: static prefix +
 tokens strictly before the prediction time, cut at an event boundary). Examples of several
 tasks that share a cut are embedded once.
 
@@ -12,6 +12,7 @@ example whose body still fits in the context. For those, the standalone cut equa
 the hidden state at each position depend only on the tokens before it, so reading position
 ``prefix + end - cut - 1`` gives exactly the standalone embedding. Windows are sorted by length
 and batched (right padding, causal) under ``batch_tokens``; no gradient; bf16 autocast on CUDA.
+The last block runs only at the positions read (keys and values everywhere).
 
 Output ``.npz``: ``x`` (float32, [unique examples, d_model]) and, per task, ``<task>__row``
 (row of ``x``), ``<task>__subject_id``, ``<task>__prediction_time`` (µs), ``<task>__label``,
@@ -35,7 +36,7 @@ from ehrscale.io import atomic_path, load_settings
 from ehrscale.model import GPT, load_model
 from ehrscale.probe import ProbeSettings, probe_examples
 from ehrscale.splits import SPLITS
-from ehrscale.store import TokenSplit, probe_span
+from ehrscale.store import TokenSplit, probe_spans
 from ehrscale.vocab import STATIC_PREFIX_LEN
 
 log = logging.getLogger(__name__)
@@ -45,29 +46,31 @@ def plan_windows(split: TokenSplit, examples: pd.DataFrame, context_length: int)
     """``examples`` (columns index, prediction_time) with ``uid``, the row of its unique (patient, end),
     and the windows ``(prefix_start, cut, end_max, uids, positions)`` that embed them."""
     budget = context_length - STATIC_PREFIX_LEN
-    spans = [probe_span(split, i, t, context_length) for i, t in zip(examples["index"].tolist(),
-                                                                   examples["prediction_time"].tolist())]
-    ex = examples.assign(start=[s[0] for s in spans], cut=[s[1] for s in spans], end=[s[2] for s in spans])
+    start, cut, end = probe_spans(split, examples["index"].to_numpy(), examples["prediction_time"].to_numpy(), context_length)
+    ex = examples.assign(start=start, cut=cut, end=end)
     uniq = ex.drop_duplicates(["index", "end"]).sort_values(["index", "end"]).reset_index(drop=True)
     windows = []
-    for _, g in uniq.groupby("index", sort=True):
-        rows, ends, cuts, start = g.index.to_numpy(), g["end"].to_numpy(), g["cut"].to_numpy(), int(g["start"].iloc[0])
-        k = 0
-        while k < len(rows):
+    index, ends, cuts, starts = (uniq[c].to_numpy(np.int64) for c in ("index", "end", "cut", "start"))
+    bounds = np.r_[0, np.flatnonzero(np.diff(index)) + 1, len(uniq)]
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist()):  # one patient: rows lo..hi-1, by end
+        k = lo
+        while k < hi:
             c = int(cuts[k])
-            m = k + int(np.searchsorted(ends[k:], c + budget, side="right"))
+            m = k + int(np.searchsorted(ends[k:hi], c + budget, side="right"))
             if not (cuts[k:m] == c).all():  # guaranteed by the cut's definition; never embed a different input
                 raise EhrscaleError(f"{split.path}: a window's examples do not share its cut")
-            windows.append((start, c, int(ends[m - 1]), rows[k:m], STATIC_PREFIX_LEN + ends[k:m] - c - 1))
+            windows.append((int(starts[k]), c, int(ends[m - 1]), np.arange(k, m), STATIC_PREFIX_LEN + ends[k:m] - c - 1))
             k = m
     uid = uniq[["index", "end"]].assign(uid=np.arange(len(uniq)))
     return ex.merge(uid, on=["index", "end"], how="left"), windows
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def embed_windows(model: GPT, split: TokenSplit, windows: list, n_rows: int, device: torch.device,
                   batch_tokens: int) -> tuple[np.ndarray, int]:
-    """Hidden states for ``n_rows`` examples from ``windows``; returns (x, padded tokens processed)."""
+    """Hidden states for ``n_rows`` examples from ``windows``; returns (x, padded tokens processed).
+
+    Only the read positions go through the last block (:meth:`GPT.hidden_states_at`)."""
     d = model.cfg.d_model
     x = np.zeros((n_rows, d), np.float32)
     lengths = np.array([STATIC_PREFIX_LEN + e - c for _, c, e, _, _ in windows], np.int64)
@@ -79,16 +82,18 @@ def embed_windows(model: GPT, split: TokenSplit, windows: list, n_rows: int, dev
         b = max(1, batch_tokens // L)
         batch = order[done : done + b]
         ids = np.zeros((len(batch), L), np.int64)
+        rows, cols, uids = [], [], []
         for r, w in enumerate(batch.tolist()):
-            a, c, e, _, _ = windows[w]
+            a, c, e, w_uids, w_pos = windows[w]
             seq = np.concatenate([np.asarray(split.tokens[a : a + STATIC_PREFIX_LEN]), np.asarray(split.tokens[c:e])])
             ids[r, : len(seq)] = seq
+            rows.append(np.full(len(w_pos), r))
+            cols.append(w_pos)
+            uids.append(w_uids)
+        rows_t, cols_t = (torch.from_numpy(np.concatenate(v).astype(np.int64)).to(device) for v in (rows, cols))
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            h = model.hidden_states(torch.from_numpy(ids).to(device))
-        h = h.float().cpu().numpy()
-        for r, w in enumerate(batch.tolist()):
-            rows, pos = windows[w][3], windows[w][4]
-            x[rows] = h[r, pos]
+            h = model.hidden_states_at(torch.from_numpy(ids).to(device), rows_t, cols_t)
+        x[np.concatenate(uids)] = h.float().cpu().numpy()
         done += len(batch)
         total += ids.size
     return x, total
@@ -152,21 +157,6 @@ def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settin
             np.savez(fh, x=np.concatenate(xs) if xs else np.zeros((0, model.cfg.d_model), np.float32),
                      splits=np.array(SPLITS), meta=np.array(json.dumps(meta)), **arrays)
     return meta
-
-
-def load_embeddings(path) -> tuple[np.ndarray, dict, dict]:
-    """(x, {task: DataFrame(row, subject_id, prediction_time, label, split)}, meta) from an embeddings file."""
-    path = Path(path)
-    if not path.exists():
-        raise EhrscaleError(f"embeddings not found: {path}")
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta"]))
-        splits = [str(s) for s in z["splits"]]
-        tasks = {}
-        for t in meta["tasks"]:
-            tasks[t] = pd.DataFrame({k: z[f"{t}__{k}"] for k in ("row", "subject_id", "prediction_time", "label", "split")})
-            tasks[t]["split"] = [splits[i] for i in tasks[t]["split"]]
-        return z["x"], tasks, meta
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

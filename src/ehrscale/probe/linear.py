@@ -29,7 +29,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ehrscale.errors import EhrscaleError
 from ehrscale.io import atomic_path, load_settings, write_json
-from ehrscale.probe import ProbeSettings
+from ehrscale.probe import ProbeSettings, load_embeddings
 from ehrscale.probe.metrics import binary_metrics
 
 log = logging.getLogger(__name__)
@@ -92,8 +92,6 @@ def write_predictions(path, examples: pd.DataFrame, p: np.ndarray | None) -> Non
 
 def probe_embeddings(embeddings, out_dir, settings: ProbeSettings) -> dict:
     """Probe every task of one cell's embeddings file; writes metrics.json and <task>.predictions.parquet."""
-    from ehrscale.probe.embed import load_embeddings
-
     x, tasks, meta = load_embeddings(embeddings)
     out_dir = Path(out_dir)
     records = {}

@@ -1,40 +1,42 @@
 """Held-out metrics of a probability forecast with stratified bootstrap intervals.
 
 The bootstrap resamples positives and negatives separately (so n and the prevalence are those
-of the sample in every resample); AUROC (Mann-Whitney, ties averaged), average precision
-(sklearn's step-wise definition, ties grouped) and the Brier score are computed for all
-resamples at once. ``n`` is exact; the prevalence gets a Wilson interval (the stratified
-bootstrap holds it fixed).
+of the sample in every resample). A resample only repeats the sample's own scores, so it is
+summarised by how many times each distinct score is drawn as a positive and as a negative
+(:func:`score_counts`); AUROC (Mann-Whitney, ties counted half), average precision (sklearn's
+step-wise definition, ties grouped) and the Brier score of every resample then follow from
+cumulative sums over the distinct scores (:func:`metrics_from_counts`): no per-resample sort.
+``n`` is exact; the prevalence gets a Wilson interval (the stratified bootstrap holds it fixed).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import norm, rankdata
+from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 
-def auroc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """AUROC of each row of (p, y) (2-D, every row with both classes)."""
-    r = rankdata(p, axis=1)
-    n_pos = y.sum(1)
-    n_neg = y.shape[1] - n_pos
-    return ((r * y).sum(1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+def score_counts(score_index: np.ndarray, draws: np.ndarray, n_scores: int) -> np.ndarray:
+    """(resamples, n_scores): how often each distinct score is drawn in each row of ``draws``
+    (example indices); ``score_index[i]`` is example i's rank among the distinct scores."""
+    b = draws.shape[0]
+    flat = (np.arange(b)[:, None] * n_scores + score_index[draws]).ravel()
+    return np.bincount(flat, minlength=b * n_scores).reshape(b, n_scores)
 
 
-def average_precision_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Average precision of each row: sum over thresholds of (R_k - R_k-1) P_k, as sklearn."""
-    order = np.argsort(-p, axis=1, kind="stable")
-    ps = np.take_along_axis(p, order, 1)
-    ys = np.take_along_axis(y, order, 1).astype(float)
-    n = ps.shape[1]
-    idx = np.broadcast_to(np.arange(n), ps.shape)
-    is_end = np.ones_like(ps, bool)
-    is_end[:, :-1] = ps[:, :-1] != ps[:, 1:]
-    end = np.minimum.accumulate(np.where(is_end, idx, n)[:, ::-1], axis=1)[:, ::-1]  # last index of each tie group
-    tp = np.cumsum(ys, 1)
-    precision = np.take_along_axis(tp, end, 1) / (end + 1)
-    return (precision * ys).sum(1) / ys.sum(1)
+def metrics_from_counts(scores: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> dict[str, np.ndarray]:
+    """AUROC, average precision and Brier score of each resample, from its counts of positives
+    (``pos``) and negatives (``neg``) at each distinct score (``scores``, ascending)."""
+    pos, neg = pos.astype(float), neg.astype(float)
+    n_pos, n_neg = pos.sum(1), neg.sum(1)
+    neg_below = np.cumsum(neg, 1) - neg
+    auroc = (pos * (neg_below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
+    pos_desc, neg_desc = pos[:, ::-1], neg[:, ::-1]  # thresholds from the highest score down
+    tp, called = np.cumsum(pos_desc, 1), np.cumsum(pos_desc + neg_desc, 1)
+    precision = np.divide(tp, called, out=np.zeros_like(tp), where=called > 0)
+    auprc = (pos_desc * precision).sum(1) / n_pos
+    brier = (pos @ (1 - scores) ** 2 + neg @ scores**2) / (n_pos + n_neg)
+    return {"auroc": auroc, "auprc": auprc, "brier": brier}
 
 
 def wilson(k: int, n: int, level: float) -> tuple[float, float]:
@@ -59,16 +61,16 @@ def binary_metrics(y, p, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
     }
     if n_boot:
         rng = np.random.default_rng(seed)
+        scores, score_index = np.unique(p, return_inverse=True)
         pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-        yy = np.r_[np.ones(k, bool), np.zeros(n - k, bool)]
-        stats = {"auroc": [], "auprc": [], "brier": []}
+        stats: dict[str, list] = {"auroc": [], "auprc": [], "brier": []}
         for start in range(0, n_boot, chunk):
             b = min(chunk, n_boot - start)
-            idx = np.concatenate([rng.choice(pos, (b, k)), rng.choice(neg, (b, n - k))], axis=1)
-            pb, yb = p[idx], np.broadcast_to(yy, idx.shape)
-            stats["auroc"].append(auroc_rows(yb, pb))
-            stats["auprc"].append(average_precision_rows(yb, pb))
-            stats["brier"].append(((pb - yb) ** 2).mean(1))
+            draws_pos, draws_neg = rng.choice(pos, (b, k)), rng.choice(neg, (b, n - k))
+            m = metrics_from_counts(scores, score_counts(score_index, draws_pos, len(scores)),
+                                    score_counts(score_index, draws_neg, len(scores)))
+            for name, vals in stats.items():
+                vals.append(m[name])
         q = [(1 - level) / 2, (1 + level) / 2]
         for name, vals in stats.items():
             lo, hi = np.quantile(np.concatenate(vals), q)
