@@ -217,7 +217,7 @@ def test_slurm_grid_matches_local_run(slurm_run, local_run):
         assert on_slurm[cell]["val_loss"] == local[cell]["val_loss"], cell
         assert on_slurm[cell]["tokens"] == local[cell]["tokens"], cell
     # The fits agree too (timings aside).
-    timing = ["wall_seconds", "tokens_per_second"]
+    timing = ["wall_seconds", "tokens_per_second", "job_wall_seconds"]
     points = [pd.read_csv(w / "results/e2e/fits/points.csv").drop(columns=timing).sort_values("cell", ignore_index=True)
               for w in (slurm_run["workdir"], local_run)]
     pd.testing.assert_frame_equal(*points)

@@ -478,8 +478,8 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
                      "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED}})
     val_batches = fixed_validation_batches(trainer.tokens_dir, trainer.ctx, s)
     ckpt_path = out / "checkpoint.pt"
-    st = trainer.st
-    if trainer.load(ckpt_path, chash, "checkpoint"):
+    if trainer.load(ckpt_path, chash, "checkpoint"):  # (load replaces trainer.st: read it afterwards)
+        st = trainer.st
         print(f"[{cell.id}] resuming at step {st['step']}, {st['tokens']:,}/{D:,} tokens", file=sys.stderr, flush=True)
     elif branch is not None:
         trainer.load(Path(branch), trainer.chain_hash, "branch")
