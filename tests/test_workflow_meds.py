@@ -22,7 +22,7 @@ def test_demo_meds_preset_runs_the_whole_dag(tmp_path):
     config = yaml.safe_load((ROOT / "config" / "demo-meds.yaml").read_text())
     config["dataset"].update(name="e2e-meds", meds_dir=str(ROOT / "tests" / "data" / "mimic-iv-demo-meds"))
     config["grid"].update(budgets=[3e10], sizes=["d8L2", "d12L2", "d16L2"])
-    config["train"].update(min_steps=20, val_windows=16, log_every_steps=10)
+    config["train"].update(batch_size=2, min_steps=20, val_windows=16, log_every_steps=10)
     config["tune"] = {"lr_multipliers": []}  # the sweep is tested in test_workflow
     config["fit"].update(bootstrap=10)
     path = tmp_path / "e2e-meds.yaml"
