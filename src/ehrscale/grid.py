@@ -290,6 +290,15 @@ def trained_tokens(cells: list[Cell], train) -> dict[str, int]:
     return {"cosine": sum(c.tokens for c in cells), "wsd": sum(p[-1] for p in chains.values()) + cooldowns}
 
 
+def smallest_cells(cells: list[Cell]) -> dict[str, Cell]:
+    """Each size's cell with the fewest tokens (the cheapest run it has)."""
+    smallest: dict[str, Cell] = {}
+    for c in cells:
+        if c.size not in smallest or c.tokens < smallest[c.size].tokens:
+            smallest[c.size] = c
+    return smallest
+
+
 def tune_cells(cells: list[Cell], multipliers: list[float], train) -> list[tuple[Cell, float]]:
     """The LR sweep: each size's smallest cell, once per multiplier of the width rule's LR.
 
@@ -297,11 +306,7 @@ def tune_cells(cells: list[Cell], multipliers: list[float], train) -> list[tuple
     """
     if not multipliers or train.learning_rate:
         return []
-    smallest: dict[str, Cell] = {}
-    for c in cells:
-        if c.size not in smallest or c.tokens < smallest[c.size].tokens:
-            smallest[c.size] = c
-    return [(c, float(m)) for c in smallest.values() for m in multipliers]
+    return [(c, float(m)) for c in smallest_cells(cells).values() for m in multipliers]
 
 
 def find_cell(cell: str, sizes, grid, vocab_size, context_length, train_tokens, model=None) -> Cell:

@@ -9,7 +9,7 @@ sys.path.insert(0, str(Path(workflow.basedir, "src")))
 from ehrscale.config import validate_config
 from ehrscale.store import read_stats
 from ehrscale.grid import (GridSettings, job_resources, parse_cell_id, plan_from_config, single_cell_grid,
-                           size_definition, stable_chains, tune_cells)
+                           size_definition, smallest_cells, stable_chains)
 from ehrscale.io import load_settings
 from ehrscale.train import STABLE_INDEPENDENT, TrainSettings, learning_rate_for
 
@@ -96,11 +96,10 @@ def stable_resources(wildcards, input):
     import dataclasses
 
     cells, vocab_size = planned(input.tokens)
-    points = chains()[wildcards.size]
-    i = points.index(int(wildcards.branch))
+    start, end = segment(wildcards)
     cell = next(c for c in cells.values() if c.size == wildcards.size)
-    segment = dataclasses.replace(cell, tokens=points[i] - (points[i - 1] if i else 0))
-    return job_resources(segment, config["model"]["context_length"], vocab_size, config["cluster"])
+    segment_cell = dataclasses.replace(cell, tokens=end - (start or 0))
+    return job_resources(segment_cell, config["model"]["context_length"], vocab_size, config["cluster"])
 
 
 def size_json(size):
@@ -134,17 +133,19 @@ def stable_path(size, branch):
     return f"{RESULTS}/stable/{size}/T{branch}.pt"
 
 
-def chains():
-    return stable_chains(grid_cells(), TRAIN)
+def segment(wildcards):
+    """(previous branch point or None, this one) of a size's stable chain."""
+    points = stable_chains(grid_cells(), TRAIN)[wildcards.size]
+    i = points.index(int(wildcards.branch))
+    return (points[i - 1] if i else None), points[i]
 
 
 def stable_inputs(wildcards):
     """A stable segment starts from its chain's previous branch state. ancient(): a segment
     rerun from an inserted branch point reproduces the same state, so later segments and
     cooldowns are not retrained because its file is newer (docs/wsd.md)."""
-    points = chains()[wildcards.size]
-    i = points.index(int(wildcards.branch))
-    start = {"start": ancient(stable_path(wildcards.size, points[i - 1]))} if i else {}
+    prev, _ = segment(wildcards)
+    start = {"start": ancient(stable_path(wildcards.size, prev))} if prev is not None else {}
     return {"tokens": f"{RESULTS}/tokens", **tuned_lr(wildcards.size), **start}
 
 
@@ -167,13 +168,12 @@ def optional_args(input, names=("lr", "branch", "start")):
 
 def tune_cell(size):
     """The cell a size's LR sweep trains: its smallest in the grid."""
-    return next(c for c, _ in tune_cells(grid_cells(), TUNE_MULTIPLIERS[:1], TRAIN) if c.size == size)
+    return smallest_cells(grid_cells())[size]
 
 
 def tune_settings(wildcards):
-    cell = tune_cell(wildcards.size)
-    lr = float(wildcards.mult) * learning_rate_for(cell.d_model, TRAIN)
-    return json.dumps({k: v for k, v in config["train"].items() if k != "threads"} | {"learning_rate": lr}, sort_keys=True)
+    lr = float(wildcards.mult) * learning_rate_for(tune_cell(wildcards.size).d_model, TRAIN)
+    return json.dumps(json.loads(settings("train", exclude=("threads",))) | {"learning_rate": lr}, sort_keys=True)
 
 
 def tune_runs(wildcards):
