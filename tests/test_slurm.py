@@ -74,7 +74,9 @@ def write_config(workdir: Path) -> Path:
     config["train"].update(batch_size=2, val_windows=32, log_every_steps=10, progress_seconds=1.0, schedule="cosine",
                            min_steps=1)
     config["tune"] = {"lr_multipliers": []}
-    config["fit"].update(bootstrap=10)
+    # The fit's own numbers are tested elsewhere: the fewest resamples, no calibration or backtest.
+    config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=20, calibration_sims=0, backtest=False)
+    config["probe"] = {"bootstrap": 50}
     path = workdir / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

@@ -24,7 +24,9 @@ def test_demo_meds_preset_runs_the_whole_dag(tmp_path):
     config["grid"].update(budgets=[3e10], sizes=["d8L2", "d12L2", "d16L2"])
     config["train"].update(batch_size=2, min_steps=20, val_windows=16, log_every_steps=10)
     config["tune"] = {"lr_multipliers": []}  # the sweep is tested in test_workflow
-    config["fit"].update(bootstrap=10)
+    # The fit's own numbers are tested elsewhere: the fewest resamples, no calibration or backtest.
+    config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=20, calibration_sims=0, backtest=False)
+    config["probe"] = {"bootstrap": 50}
     path = tmp_path / "e2e-meds.yaml"
     path.write_text(yaml.safe_dump(config))
     (tmp_path / "config").symlink_to(ROOT / "config")
