@@ -366,7 +366,7 @@ def test_utility_fit_reports_rise_backtest_baseline_and_skips(tmp_path):
                                  {"rising": 2.0 - 0.5 * loss, "flat": 0.6 + 0.001 * k}))
     base = tmp_path / "base.json"
     base.write_text(json.dumps({"task": "rising", "status": "ok", "held_out": {"auroc": {"estimate": 0.7, "lo": 0.68, "hi": 0.72}}}))
-    result, table = fit_utility(pd.DataFrame(rows), files, [base])
+    result, table = fit_utility(pd.DataFrame(rows), files, [base], draws=100)
     r, f = result["tasks"]["rising"], result["tasks"]["flat"]
     assert r["rise"]["beyond_intervals"] and not f["rise"]["beyond_intervals"]
     assert result["n_tasks_rising"] == 1 and len(table) == 24
@@ -376,6 +376,62 @@ def test_utility_fit_reports_rise_backtest_baseline_and_skips(tmp_path):
     assert result["skipped"]["rare"][0]["reason"].startswith("too few")
     text = summary_section(result)
     assert "rising" in text and "0.68" in text and "not estimable" not in text.split("| rising |")[1].split("\n")[0]
+
+
+def test_paired_auroc_difference_covers_and_is_narrower_than_unpaired():
+    """Two forecasts that share most of their noise: the paired interval of their AUROC difference
+    covers the true difference at about its rate, and is narrower than the two marginal intervals."""
+    from sklearn.metrics import roc_auc_score
+
+    from ehrscale.probe.metrics import binary_metrics, paired_auroc_difference
+
+    rng = np.random.default_rng(0)
+    n, covered, narrower, trials = 1500, 0, 0, 40
+    big = rng.standard_normal(400_000)
+    y_big = rng.random(400_000) < 1 / (1 + np.exp(-(big - 2)))
+    noise_big = rng.standard_normal(400_000)
+    truth = roc_auc_score(y_big, big + noise_big) - roc_auc_score(y_big, 0.8 * big + noise_big)
+    for t in range(trials):
+        z = rng.standard_normal(n)
+        y = rng.random(n) < 1 / (1 + np.exp(-(z - 2)))
+        noise = rng.standard_normal(n)
+        p_a, p_b = 0.8 * z + noise, z + noise
+        d = paired_auroc_difference(y, p_a, p_b, n_boot=300, seed=t)
+        assert d["estimate"] == pytest.approx(roc_auc_score(y, p_b) - roc_auc_score(y, p_a))
+        covered += d["lo"] <= truth <= d["hi"]
+        ma, mb = binary_metrics(y, p_a, 300, seed=t), binary_metrics(y, p_b, 300, seed=t)
+        narrower += (d["hi"] - d["lo"]) < min(ma["auroc"]["hi"] - ma["auroc"]["lo"], mb["auroc"]["hi"] - mb["auroc"]["lo"])
+    assert covered >= 34  # nominal 95 % of 40 = 38
+    assert narrower == trials
+
+
+def test_utility_fit_gives_the_rise_a_paired_interval_from_the_predictions(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 800
+    z = rng.standard_normal(n)
+    y = rng.random(n) < 1 / (1 + np.exp(-(z - 1.5)))
+    noise = rng.standard_normal(n)
+    rows, files = [], []
+    for b, weight in ((1e11, 0.3), (1e12, 1.0)):
+        cell = f"C{b:.0e}_0"
+        p = 1 / (1 + np.exp(-(weight * z + noise)))
+        rows.append({"cell": cell, "budget": b, "n": 1e4, "tokens": b / 6e4, "loss": 3.0 - 0.1 * np.log10(b)})
+        files.append(_record(tmp_path / cell / "metrics.json", cell, {"t": float(roc_auc_score_(y, p))}))
+        pd.DataFrame({"subject_id": np.arange(n), "prediction_time": pd.Timestamp("2020-01-01"), "boolean_value": y,
+                      "predicted_boolean_probability": p, "predicted_boolean_value": p > 0.5}).to_parquet(
+            tmp_path / cell / "t.predictions.parquet")
+    result, _ = fit_utility(pd.DataFrame(rows), files, draws=200)
+    paired = result["tasks"]["t"]["rise"]["paired"]
+    assert paired["n"] == n and paired["ci_low"] > 0 and paired["beyond_interval"]
+    assert paired["estimate"] == pytest.approx(result["tasks"]["t"]["rise"]["rise"])
+    assert result["n_tasks_rising_paired"] == 1
+    assert "paired" in summary_section(result)
+
+
+def roc_auc_score_(y, p):
+    from sklearn.metrics import roc_auc_score
+
+    return roc_auc_score(y, p)
 
 
 def test_caps_are_fixed_stratified_nested_subsets():

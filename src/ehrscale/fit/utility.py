@@ -20,6 +20,10 @@ Per task:
   error, and whether the observed value lies in the predicted interval.
 * **Rise.** Whether the best AUROC at the largest budget exceeds the smallest budget's by more
   than their intervals (the lower bound at the largest above the upper bound at the smallest).
+  Both cells are scored on the same held-out examples, so the rise also gets its own paired
+  interval: one stratified bootstrap of the examples scores both cells' predictions
+  (``probes/<cell>/<task>.predictions.parquet``), and the rise is beyond it when its lower
+  bound is above 0. The two criteria are reported side by side; the first is the stricter.
 """
 
 from __future__ import annotations
@@ -188,7 +192,7 @@ def best_per_budget(df: pd.DataFrame) -> pd.DataFrame:
     return df.loc[df.groupby("budget")["auroc"].idxmax()].sort_values("budget").reset_index(drop=True)
 
 
-def _backtest(df: pd.DataFrame, level: float, seed: int) -> dict:
+def _backtest(df: pd.DataFrame, level: float, seed: int, draws: int) -> dict:
     budgets = sorted(df["budget"].unique())
     if len(budgets) < 2:
         return {"frontier": {"estimable": False, "reason": "one budget"}, "two_stage": {"estimable": False, "reason": "one budget"}}
@@ -197,13 +201,13 @@ def _backtest(df: pd.DataFrame, level: float, seed: int) -> dict:
     observed = float(held["auroc"].max())
     out = {"budget": top, "observed_best_auroc": observed}
     fb = best_per_budget(train)
-    fr = fit_utility_frontier(fb["budget"], fb["auroc"], fb["se"], level, seed=seed, predict_at=[top])
+    fr = fit_utility_frontier(fb["budget"], fb["auroc"], fb["se"], level, draws=draws // 2, seed=seed, predict_at=[top])
     if fr.get("fitted"):
         pred = fr["predictions"][0]
         out["frontier"] = _check(pred, observed) | {"estimable": True}
     else:
         out["frontier"] = {"estimable": False, "reason": fr["reason"] + " (after leaving out the largest budget)"}
-    ts = fit_two_stage(train["loss"], train["auroc"], train["se"], level, seed=seed)
+    ts = fit_two_stage(train["loss"], train["auroc"], train["se"], level, draws=draws, seed=seed)
     if ts.get("fitted"):
         # the best predicted cell of the held-out budget, from its observed loss
         preds = [two_stage_predict(ts, l, level) for l in held["loss"]]
@@ -221,22 +225,23 @@ def _check(pred: dict, observed: float) -> dict:
     return {"predicted": pred, "error": pred["estimate"] - observed, "observed_in_interval": inside}
 
 
-def task_utility(df: pd.DataFrame, baseline: dict | None, scaling: dict | None, level: float, seed: int) -> dict:
+def task_utility(df: pd.DataFrame, baseline: dict | None, scaling: dict | None, level: float, seed: int,
+                 draws: int = 1000) -> dict:
     fb = best_per_budget(df)
     budgets = fb["budget"].tolist()
     out: dict = {"n_cells": int(len(df)), "budgets": budgets,
                  "frontier_points": fb[["budget", "cell", "n", "loss", "auroc", "lo", "hi"]].to_dict("records")}
-    out["frontier"] = fit_utility_frontier(fb["budget"], fb["auroc"], fb["se"], level, seed=seed)
-    ts = fit_two_stage(df["loss"], df["auroc"], df["se"], level, seed=seed)
+    out["frontier"] = fit_utility_frontier(fb["budget"], fb["auroc"], fb["se"], level, draws=draws // 2, seed=seed)
+    ts = fit_two_stage(df["loss"], df["auroc"], df["se"], level, draws=draws, seed=seed)
     out["two_stage"] = {k: v for k, v in ts.items() if k != "boot_params"}
     if ts.get("fitted") and scaling:  # L(N, D) then the map, at each frontier cell's (N, D)
         at = [two_stage_at(ts, scaling, float(r["n"]), float(r["tokens"]), level) for _, r in fb.iterrows()]
         out["two_stage_at_frontier_cells"] = [a for a in at if a is not None] or None
-    out["backtest"] = _backtest(df, level, seed)
+    out["backtest"] = _backtest(df, level, seed, draws)
     small, large = fb.iloc[0], fb.iloc[-1]
     out["rise"] = {"smallest_budget": float(small["budget"]), "largest_budget": float(large["budget"]),
-                   "smallest": interval(small["auroc"], small["lo"], small["hi"]),
-                   "largest": interval(large["auroc"], large["lo"], large["hi"]),
+                   "smallest": interval(small["auroc"], small["lo"], small["hi"]) | {"cell": small["cell"]},
+                   "largest": interval(large["auroc"], large["lo"], large["hi"]) | {"cell": large["cell"]},
                    "rise": float(large["auroc"] - small["auroc"]),
                    "beyond_intervals": bool(len(fb) > 1 and large["lo"] > small["hi"])}
     if baseline is not None:
@@ -250,8 +255,10 @@ def _as_interval(r: dict) -> dict:
 
 
 def fit_utility(points: pd.DataFrame, probe_files, baseline_files=(), scaling: dict | None = None,
-                level: float = 0.95, seed: int = 0) -> tuple[dict, pd.DataFrame]:
-    """The utility record (utility.json) and the per-(cell, task) table."""
+                level: float = 0.95, seed: int = 0, draws: int = 1000) -> tuple[dict, pd.DataFrame]:
+    """The utility record (utility.json) and the per-(cell, task) table. ``draws``: bootstrap
+    resamples of the two-stage map and the rise's paired interval (the frontier's parametric
+    bootstrap takes half: each draw is a nonlinear refit)."""
     df = utility_points(points, probe_files)
     baselines = read_baselines(baseline_files)
     tasks = sorted(set(df["task"]) | set(baselines))
@@ -268,9 +275,36 @@ def fit_utility(points: pd.DataFrame, probe_files, baseline_files=(), scaling: d
             if part.empty:
                 result["tasks"][task] = {"n_cells": 0, "baseline": baselines.get(task)}
                 continue
-            result["tasks"][task] = task_utility(part, baselines.get(task), scaling, level, seed)
+            result["tasks"][task] = task_utility(part, baselines.get(task), scaling, level, seed, draws)
+    for task, t in result["tasks"].items():
+        if t.get("rise"):
+            t["rise"]["paired"] = paired_rise(probe_files, task, t["rise"], level, seed, draws)
     result["n_tasks_rising"] = sum(bool(t.get("rise", {}).get("beyond_intervals")) for t in result["tasks"].values())
+    result["n_tasks_rising_paired"] = sum(bool((t.get("rise", {}).get("paired") or {}).get("beyond_interval"))
+                                          for t in result["tasks"].values())
     return jsonable(result), df
+
+
+def paired_rise(probe_files, task: str, rise: dict, level: float, seed: int, draws: int = 1000) -> dict | None:
+    """The rise's paired interval from both frontier cells' held-out predictions; None without them."""
+    from ehrscale.probe.metrics import paired_auroc_difference
+
+    cells = {_read(Path(p)).get("cell"): Path(p).parent for p in probe_files}
+    ends = [cells.get(rise[k]["cell"]) for k in ("smallest", "largest")] if "cell" in rise["smallest"] else [None]
+    if any(d is None for d in ends) or rise["smallest"]["cell"] == rise["largest"]["cell"]:
+        return None
+    files = [d / f"{task}.predictions.parquet" for d in ends]
+    if not all(f.exists() for f in files):
+        return None
+    cols = ["subject_id", "prediction_time", "boolean_value", "predicted_boolean_probability"]
+    a, b = (pd.read_parquet(f, columns=cols) for f in files)
+    both = a.merge(b, on=["subject_id", "prediction_time"], suffixes=("_a", "_b"), validate="one_to_one")
+    if len(both) != len(a) or len(both) != len(b) or (both["boolean_value_a"] != both["boolean_value_b"]).any():
+        raise EhrscaleError(f"{files[0]} and {files[1]}: the two cells' held-out examples differ")
+    d = paired_auroc_difference(both["boolean_value_a"], both["predicted_boolean_probability_a"],
+                                both["predicted_boolean_probability_b"], draws, seed, level)
+    return {**interval(d["estimate"], d.get("lo", math.nan), d.get("hi", math.nan)), "n_boot": d["n_boot"],
+            "n": int(len(both)), "beyond_interval": bool(d.get("lo", -1.0) > 0)}
 
 
 # --------------------------------------------------------------------------- summary and figures
@@ -293,12 +327,12 @@ def summary_section(result: dict) -> str:
              f"Linear probes of every trained cell on held-out examples; AUROC with stratified bootstrap {pct} intervals. "
              f"Paper ({paper['task']}): {paper['auroc_small']:.2f} at ~1M parameters -> {paper['auroc_large']:.2f} "
              "at ~28M, then level.", "",
-             "| task | best AUROC, smallest budget | best AUROC, largest budget | rise beyond intervals | "
-             "no-model baseline | frontier A (ceiling) | backtest error: frontier / two-stage |",
-             "|---|---|---|---|---|---|---|"]
+             "| task | best AUROC, smallest budget | best AUROC, largest budget | rise (paired interval) | "
+             "intervals apart | no-model baseline | frontier A (ceiling) | backtest error: frontier / two-stage |",
+             "|---|---|---|---|---|---|---|---|"]
     for task, t in result["tasks"].items():
         if not t.get("n_cells"):
-            lines.append(f"| {task} | not scored | | | | | |")
+            lines.append(f"| {task} | not scored | | | | | | |")
             continue
         rise, bt = t["rise"], t["backtest"]
         base = t.get("baseline") or {}
@@ -312,11 +346,16 @@ def summary_section(result: dict) -> str:
             inside = {True: "inside", False: "outside", None: "no interval"}[b["observed_in_interval"]]
             return f"{b['error']:+.3f} ({inside})"
 
-        lines.append(f"| {task} | {_fmt(rise['smallest'])} | {_fmt(rise['largest'])} | "
-                     f"{'yes' if rise['beyond_intervals'] else 'no'} ({rise['rise']:+.3f}) | {base_s} | {ceiling} | "
+        paired = rise.get("paired")
+        rise_s = (f"{paired['estimate']:+.3f} ({paired['ci_low']:+.3f} to {paired['ci_high']:+.3f})"
+                  if paired and paired.get("ci_low") is not None else f"{rise['rise']:+.3f} (no paired interval)")
+        lines.append(f"| {task} | {_fmt(rise['smallest'])} | {_fmt(rise['largest'])} | {rise_s} | "
+                     f"{'yes' if rise['beyond_intervals'] else 'no'} | {base_s} | {ceiling} | "
                      f"{err(bt.get('frontier', {}))} / {err(bt.get('two_stage', {}))} |")
-    lines += ["", f"Best AUROC rises with compute beyond its intervals on **{result['n_tasks_rising']} of "
-              f"{len(result['tasks'])}** tasks. Backtests fit each law without the largest budget and predict its "
+    lines += ["", f"Best AUROC rises with compute beyond its intervals (the two cells' intervals apart) on "
+              f"**{result['n_tasks_rising']} of {len(result['tasks'])}** tasks; beyond the rise's own paired "
+              f"interval (both cells scored on one bootstrap of the same held-out examples; lower bound above 0) on "
+              f"**{result.get('n_tasks_rising_paired', 0)} of {len(result['tasks'])}**. Backtests fit each law without the largest budget and predict its "
               "best AUROC (error = predicted - observed; 'inside' when the observed value is in the predicted interval)."]
     for task, cells in result.get("skipped", {}).items():
         lines.append(f"\n{task}: skipped for {len(cells)} cell(s): {cells[0]['reason']}")
