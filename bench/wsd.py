@@ -21,6 +21,17 @@ alone, the WSD / independent token ratio on the default 7-budget ladder
         [--workers 2] [--min-steps 1000] [--val-windows 256] [--work DIR] [--out wsd.json]
     .venv/bin/python bench/wsd.py --smoke [--out wsd.json]   # a tiny synthetic store: seconds
 
+**Twin mode** (``--run results/synthetic [--config config/config.yaml] [--budgets ...]``): the WSD
+side is a finished workflow run itself (its cooldowns' metrics, its stable states' token
+counts), and only the cosine twins are trained: each of the run's cells (at ``--budgets``,
+default all) from scratch with the run's own settings (the config's ``train`` section, the
+size's tuned LR from ``tune/<size>.json``, its batch), the schedule alone changed. The bench
+checks that each twin's LR and batch equal the run's. With ``--cosine-lr-multipliers``, cosine
+gets its own LR as the workflow gives WSD its own: each size's smallest cell (the workflow's
+``tune`` cell) is swept under cosine at these multiples of the run's tuned LR, and the twins
+train at the best (Hägele et al. 2024 compare each schedule at its tuned LR: with less time at
+the peak, cosine's best LR is higher).
+
 The fits here skip the calibration and robustness refits (``calibration_sims=0``,
 ``backtest=False``); their estimates and intervals are the same as ``ehrscale fit``'s at
 the same bootstrap counts and seed.
@@ -77,7 +88,13 @@ def parse_args(argv=None):
                    "rerunning with the same settings and --work keeps what is done and resumes killed jobs")
     p.add_argument("--out", help="write the figures to this JSON")
     p.add_argument("--smoke", action="store_true", help="a tiny synthetic token store and grid: seconds, for the tests")
+    p.add_argument("--run", help="twin mode: a finished workflow run (results/<name>); train only cosine twins of its cells")
+    p.add_argument("--config", default="config/config.yaml", help="twin mode: the config that run was made with")
+    p.add_argument("--cosine-lr-multipliers", type=float, nargs="+",
+                   help="twin mode: sweep cosine's LR at these multiples of the run's tuned LR (default: the run's LR)")
     args = p.parse_args(argv)
+    if args.run and "--budgets" not in (argv if argv is not None else sys.argv[1:]):
+        args.budgets = None  # twin mode: every budget of the run
     if args.smoke:  # 3 sizes (an IsoFLOPs parabola needs 3) at 3 budgets, 10 to 100 steps each
         args.budgets, args.centre_params, args.centre_budget, args.per_budget, args.spacing = [3e7, 6e7, 1.2e8], 1.2e3, 6e7, 3, 2.0
         args.context, args.min_steps, args.batch_tokens_per_param, args.val_windows = 64, 10, 1.0, 8
@@ -215,6 +232,132 @@ def _claim(work: Path, settings: dict) -> None:
     mark.write_text(json.dumps(settings, indent=1))
 
 
+def _summary(rows: list[dict]) -> dict:
+    rel = [r["relative_difference"] for r in rows]
+    return {"mean_relative_difference": sum(rel) / len(rel),
+            "mean_abs_relative_difference": sum(abs(x) for x in rel) / len(rel),
+            "worst_cell": max(rows, key=lambda r: abs(r["relative_difference"]))}
+
+
+def _fits_and_inside(paths: dict[str, list], args) -> tuple[dict, dict]:
+    fits = {name: _fit(p, args.fit_bootstrap, args.fit_starts) for name, p in paths.items()}
+    inside = {key: _inside(fits["wsd"].get(key), fits["cosine"].get(key))
+              for key in ("a_approach2", "b_approach2", "a_approach3", "b_approach3")}
+    return fits, inside
+
+
+def run_twins(args) -> dict:
+    """Twin mode: cosine twins of a finished WSD run's cells, with the run's own settings."""
+    import torch
+
+    from ehrscale.config import load_config
+    from ehrscale.grid import plan_from_config, stable_chains, trained_tokens
+    from ehrscale.io import load_settings
+    from ehrscale.model import ModelSettings
+    from ehrscale.train import TrainSettings, read_tuned_lr
+
+    run_dir, work = Path(args.run), Path(args.work or tempfile.mkdtemp(prefix="ehrscale-wsd-twins-"))
+    tokens = run_dir / "tokens"
+    config = load_config(args.config)
+    model = load_settings(ModelSettings, config.get("model"), "model")
+    wsd = load_settings(TrainSettings, config.get("train"), "train")
+    if wsd.schedule != "wsd":
+        raise SystemExit(f"{args.config}: train.schedule is {wsd.schedule!r}; twin mode compares a wsd run")
+    cells, _ = plan_from_config(config, tokens)
+    if args.budgets:
+        cells = [c for c in cells if any(math.isclose(c.budget, b, rel_tol=1e-9) for b in args.budgets)]
+    if not cells:
+        raise SystemExit("no cells of the run at --budgets")
+    wsd_metrics = {c.id: run_dir / "runs" / c.id / "metrics.json" for c in cells}
+    missing = [str(p) for p in wsd_metrics.values() if not p.exists()]
+    if missing:
+        raise SystemExit(f"the run is not finished: {missing[0]} (and {len(missing) - 1} more) missing")
+    lr = {c.size: read_tuned_lr(run_dir / "tune" / f"{c.size}.json") if (run_dir / "tune").exists() else None
+          for c in cells}
+    twin = {c.id: dataclasses.replace(wsd, schedule="cosine", threads=1, progress_seconds=3600.0,
+                                      checkpoint_minutes=1e9, learning_rate=lr[c.size] or wsd.learning_rate)
+            for c in cells}
+    mults = sorted(args.cosine_lr_multipliers or [])
+    _claim(work, {"run": str(run_dir.resolve()), "cells": sorted(wsd_metrics), "train": dataclasses.asdict(wsd),
+                  "cosine_lr_multipliers": mults})
+
+    t0 = time.perf_counter()
+    runner = _Runner(args.workers)
+    results, sweeps = {}, {}
+
+    def submit_twins(size):
+        for c in sorted((c for c in cells if c.size == size), key=lambda c: -c.tokens):
+            runner.submit(c.id, _cosine_job, str(tokens), str(work / "cosine" / c.id), c, model, twin[c.id])
+
+    if mults:  # each size's sweep first; its twins follow once its runs are in
+        from ehrscale.grid import smallest_cells
+        from ehrscale.tune import choose
+
+        first = smallest_cells(plan_from_config(config, tokens)[0])
+        pending = {size: len(mults) for size in lr}
+
+        def swept(size):
+            def then(_result):
+                pending[size] -= 1
+                if not pending[size]:
+                    runs = [json.loads((work / "tune" / size / f"x{m:g}" / "metrics.json").read_text()) for m in mults]
+                    sweeps[size] = choose(runs)
+                    for c in cells:
+                        if c.size == size:
+                            twin[c.id].learning_rate = sweeps[size]["learning_rate"]
+                    submit_twins(size)
+            return then
+
+        for size in sorted(lr, key=lambda s: -first[s].tokens):
+            for m in mults:
+                runner.submit(("tune", size, m), _cosine_job, str(tokens), str(work / "tune" / size / f"x{m:g}"),
+                              first[size], model, dataclasses.replace(twin[first[size].id], learning_rate=m * lr[size]),
+                              then=swept(size))
+    else:
+        for size in lr:
+            submit_twins(size)
+    n_jobs = len(cells) + len(lr) * len(mults)
+    for i, (key, result) in enumerate(runner.results(), 1):
+        results[key] = result
+        print(f"[bench] {i}/{n_jobs} cosine {key} done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+    runner.close()
+    wall = time.perf_counter() - t0
+
+    rows = []
+    for c in cells:
+        cos, w = results[c.id], json.loads(wsd_metrics[c.id].read_text())
+        for key in ("batch_size", "tokens", "seed") + (() if mults else ("learning_rate",)):  # twins but the schedule
+            if cos[key] != w[key]:
+                raise SystemExit(f"{c.id}: the twin's {key} {cos[key]} differs from the run's {w[key]}")
+        rows.append({"cell": c.id, "size": c.size, "budget": c.budget, "n_params": c.n_params, "tokens": c.tokens,
+                     "learning_rate": cos["learning_rate"], "learning_rate_wsd": w["learning_rate"],
+                     "val_loss_cosine": cos["val_loss"],
+                     "val_loss_wsd": w["val_loss"], "relative_difference": w["val_loss"] / cos["val_loss"] - 1})
+    chains = stable_chains(cells, wsd)  # the run's segments up to this subset's last branch point, per size
+    stable = {s: int(torch.load(run_dir / "stable" / s / f"T{pts[-1]}.pt", map_location="cpu",
+                                weights_only=False)["state"]["tokens"]) for s, pts in chains.items()}
+    measured = {"cosine": sum(results[c.id]["tokens"] for c in cells),
+                "wsd": sum(stable.values()) + sum(m["tokens"] - m["branch_tokens"] for m in
+                                                  (json.loads(p.read_text()) for p in wsd_metrics.values()))}
+    fits, inside = _fits_and_inside({"cosine": [work / "cosine" / c.id / "metrics.json" for c in cells],
+                                     "wsd": list(wsd_metrics.values())}, args)
+    return {
+        "command": " ".join(["bench/wsd.py", *sys.argv[1:]]) if __name__ == "__main__" else None,
+        "mode": "twins", "run": str(run_dir), "tokens_dir": str(tokens), "work": str(work),
+        "budgets": sorted({c.budget for c in cells}), "workers": args.workers, "wall_seconds": wall, "dropped": [],
+        "cells": rows, **_summary(rows),
+        "tokens_trained": measured | {"ratio": measured["wsd"] / measured["cosine"]},
+        "tokens_planned": trained_tokens(cells, wsd),
+        "training_seconds": {"cosine": sum(results[c.id]["wall_seconds"] for c in cells)},
+        "cosine_lr_sweep": {"multipliers": mults, "sizes": sweeps},
+        "per_budget": {f"{b:.3g}": _summary([r for r in rows if r["budget"] == b]) for b in sorted({r["budget"] for r in rows})},
+        "fits": fits, "wsd_inside_cosine_interval": inside,
+        "ladder": {"budgets": sorted({c.budget for c in plan_from_config(config, tokens)[0]}),
+                   **(lt := trained_tokens(plan_from_config(config, tokens)[0], wsd)),
+                   "cells": len(plan_from_config(config, tokens)[0]), "ratio": lt["wsd"] / lt["cosine"]},
+    }
+
+
 def run(args) -> dict:
     from ehrscale.grid import size_definition, stable_chains, trained_tokens
     from ehrscale.model import ModelSettings
@@ -278,8 +421,6 @@ def run(args) -> dict:
         rows.append({"cell": c.id, "size": c.size, "budget": c.budget, "n_params": c.n_params, "tokens": c.tokens,
                      "learning_rate": results[("cosine", c.id)]["learning_rate"],
                      "val_loss_cosine": lc, "val_loss_wsd": lw, "relative_difference": lw / lc - 1})
-    rel = [r["relative_difference"] for r in rows]
-    worst = max(rows, key=lambda r: abs(r["relative_difference"]))
     measured = {
         "cosine": sum(results[("cosine", c.id)]["tokens"] for c in cells),
         "wsd": sum(results[("chain", s)]["tokens"] for s in chains)
@@ -290,10 +431,8 @@ def run(args) -> dict:
         "wsd": sum(results[("chain", s)]["seconds"] for s in chains)
         + sum(results[("wsd", c.id)]["job_wall_seconds"] for c in cells),
     }
-    fits = {name: _fit([work / name / c.id / "metrics.json" for c in cells], args.fit_bootstrap, args.fit_starts)
-            for name in ("cosine", "wsd")}
-    inside = {key: _inside(fits["wsd"].get(key), fits["cosine"].get(key))
-              for key in ("a_approach2", "b_approach2", "a_approach3", "b_approach3")}
+    fits, inside = _fits_and_inside({name: [work / name / c.id / "metrics.json" for c in cells]
+                                     for name in ("cosine", "wsd")}, args)
     ladder_budgets = ladder(args.ladder_start)
     ladder_cells, _ = _plan(args, vocab_size, train_tokens, ladder_budgets, wsd)
     ladder_tokens = trained_tokens(ladder_cells, wsd)
@@ -305,10 +444,7 @@ def run(args) -> dict:
         "train": {k: v for k, v in dataclasses.asdict(wsd).items() if k != "schedule"},
         "context_length": args.context, "workers": args.workers, "wall_seconds": wall,
         "dropped": [{"cell": c.id, "reason": r} for c, r in dropped],
-        "cells": rows,
-        "mean_relative_difference": sum(rel) / len(rel),
-        "mean_abs_relative_difference": sum(abs(x) for x in rel) / len(rel),
-        "worst_cell": worst,
+        "cells": rows, **_summary(rows),
         "tokens_trained": measured | {"ratio": measured["wsd"] / measured["cosine"]},
         "tokens_planned": trained_tokens(cells, wsd),
         "training_seconds": seconds,
@@ -328,6 +464,13 @@ def report(r: dict) -> None:
     for row in r["cells"]:
         print(f"{row['cell']:<22} {row['n_params']:>8,} {row['tokens']:>10,} {row['learning_rate']:>8.2e} {row['val_loss_cosine']:>8.4f} "
               f"{row['val_loss_wsd']:>8.4f} {100 * row['relative_difference']:>+8.2f}%")
+    for b, v in (r.get("per_budget") or {}).items():
+        print(f"  budget {b}: mean {100 * v['mean_relative_difference']:+.2f}%, mean |diff| "
+              f"{100 * v['mean_abs_relative_difference']:.2f}%, worst {v['worst_cell']['cell']} "
+              f"{100 * v['worst_cell']['relative_difference']:+.2f}%")
+    for size, sw in ((r.get("cosine_lr_sweep") or {}).get("sizes") or {}).items():
+        cands = ", ".join(f"{c['learning_rate']:.3g}: {c['val_loss']:.4f}" for c in sw["candidates"])
+        print(f"  cosine LR {size}: {sw['learning_rate']:.3g}{' (at the edge)' if sw['at_edge'] else ''} ({cands})")
     w = r["worst_cell"]
     print(f"mean relative difference (wsd/cosine - 1): {100 * r['mean_relative_difference']:+.2f}% "
           f"(mean |diff| {100 * r['mean_abs_relative_difference']:.2f}%; target within 2%); "
@@ -335,8 +478,9 @@ def report(r: dict) -> None:
     t, p, s = r["tokens_trained"], r["tokens_planned"], r["training_seconds"]
     print(f"tokens trained (measured): cosine {t['cosine']:,}, wsd {t['wsd']:,}, ratio {t['ratio']:.3f} "
           f"(planned: {p['wsd'] / p['cosine']:.3f})")
-    print(f"training seconds (sum over jobs, shared machine): cosine {s['cosine']:.0f}, wsd {s['wsd']:.0f}, "
-          f"ratio {s['wsd'] / max(s['cosine'], 1e-9):.3f}")
+    if "wsd" in s:
+        print(f"training seconds (sum over jobs, shared machine): cosine {s['cosine']:.0f}, wsd {s['wsd']:.0f}, "
+              f"ratio {s['wsd'] / max(s['cosine'], 1e-9):.3f}")
     for key in ("a_approach2", "b_approach2", "a_approach3", "b_approach3"):
         c, wv = r["fits"]["cosine"].get(key), r["fits"]["wsd"].get(key)
         inside = r["wsd_inside_cosine_interval"][key]
@@ -346,13 +490,13 @@ def report(r: dict) -> None:
         if "error" in r["fits"][name]:
             print(f"fit ({name}) not done: {r['fits'][name]['error']}")
     lad = r["ladder"]
-    print(f"7-budget ladder (planner): {lad['cells']} cells, tokens cosine {lad['cosine']:,}, wsd {lad['wsd']:,}, "
+    print(f"{len(lad['budgets'])}-budget ladder (planner): {lad['cells']} cells, tokens cosine {lad['cosine']:,}, wsd {lad['wsd']:,}, "
           f"ratio {lad['ratio']:.3f} (target <= 0.60)")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    result = run(args)
+    result = run_twins(args) if args.run else run(args)
     report(result)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str))
