@@ -38,7 +38,8 @@ every optimiser setting. Only ``D`` (and so the branch point) differs between ce
 **Optimisation.** AdamW (beta1 0.9; beta2 0.99, not 0.95: at a few thousand tokens per
 step 0.95 is too short a memory, Porian et al. 2024; weight decay 0.1 on matrices only,
 i.e. parameters with >= 2 dims, which includes the tied embedding as in nanoGPT), gradient
-clipping at 1.0.
+clipping at 1.0. The optimiser is :class:`ehrscale.optim.AdamW`: torch's update without the
+3 s import of ``torch._dynamo`` that ``torch.optim`` costs every job.
 
 **Resume.** A checkpoint (model, optimizer, step, tokens, stream position (epoch, row),
 RNG states, log rows) is written atomically every ``checkpoint_minutes`` (and every
@@ -75,6 +76,7 @@ from ehrscale.errors import EhrscaleError
 from ehrscale.grid import Cell, GridSettings, find_cell, resolve_sizes
 from ehrscale.io import atomic_path, load_settings, write_json
 from ehrscale.model import GPT, GPTConfig, ModelSettings, flops_per_token, mfu, param_counts, peak_flops_for
+from ehrscale.optim import AdamW
 from ehrscale.store import TokenSplit, read_stats, target_tokens_from_stats
 
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved, rerun to resume
@@ -290,10 +292,8 @@ class Trainer:
         self.model = GPT(self.cfg).to(self.device)
         decay = [p for p in self.model.parameters() if p.dim() >= 2]
         no_decay = [p for p in self.model.parameters() if p.dim() < 2]
-        self.opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.peak_lr, betas=(s.beta1, s.beta2), fused=self.device.type == "cuda",
-        )
+        self.opt = AdamW([{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                         lr=self.peak_lr, betas=(s.beta1, s.beta2))
         self.train_split = TokenSplit(self.tokens_dir / "train")
         self.stream = WindowStream(self.train_split, self.ctx, seed=s.seed, mode=s.window_mode)
         self.st: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "row": 0, "elapsed": 0.0, "loss_sum": 0.0,
@@ -381,7 +381,7 @@ class Trainer:
                 if s.grad_clip:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), s.grad_clip)
                 self.opt.step()
-                self.opt.zero_grad(set_to_none=True)
+                self.opt.zero_grad()
                 loss_acc += loss.detach().double() * n
                 loss_n += n
                 st["step"] += 1
