@@ -254,7 +254,7 @@ def run_twins(args) -> dict:
     from ehrscale.grid import plan_from_config, stable_chains, trained_tokens
     from ehrscale.io import load_settings
     from ehrscale.model import ModelSettings
-    from ehrscale.train import TrainSettings, read_tuned_lr
+    from ehrscale.train import TrainSettings, learning_rate_for, read_tuned_lr
 
     run_dir, work = Path(args.run), Path(args.work or tempfile.mkdtemp(prefix="ehrscale-wsd-twins-"))
     tokens = run_dir / "tokens"
@@ -263,7 +263,8 @@ def run_twins(args) -> dict:
     wsd = load_settings(TrainSettings, config.get("train"), "train")
     if wsd.schedule != "wsd":
         raise SystemExit(f"{args.config}: train.schedule is {wsd.schedule!r}; twin mode compares a wsd run")
-    cells, _ = plan_from_config(config, tokens)
+    all_cells = plan_from_config(config, tokens)[0]
+    cells = all_cells
     if args.budgets:
         cells = [c for c in cells if any(math.isclose(c.budget, b, rel_tol=1e-9) for b in args.budgets)]
     if not cells:
@@ -272,11 +273,11 @@ def run_twins(args) -> dict:
     missing = [str(p) for p in wsd_metrics.values() if not p.exists()]
     if missing:
         raise SystemExit(f"the run is not finished: {missing[0]} (and {len(missing) - 1} more) missing")
-    lr = {c.size: read_tuned_lr(run_dir / "tune" / f"{c.size}.json") if (run_dir / "tune").exists() else None
-          for c in cells}
-    twin = {c.id: dataclasses.replace(wsd, schedule="cosine", threads=1, progress_seconds=3600.0,
-                                      checkpoint_minutes=1e9, learning_rate=lr[c.size] or wsd.learning_rate)
-            for c in cells}
+    lr = {c.size: read_tuned_lr(run_dir / "tune" / f"{c.size}.json") if (run_dir / "tune").exists()
+          else learning_rate_for(c.d_model, wsd) for c in cells}  # the run's peak LR per size
+    base = {size: dataclasses.replace(wsd, schedule="cosine", threads=1, progress_seconds=3600.0,
+                                      checkpoint_minutes=1e9, learning_rate=lr[size]) for size in lr}
+    twin = {c.id: dataclasses.replace(base[c.size]) for c in cells}
     mults = sorted(args.cosine_lr_multipliers or [])
     _claim(work, {"run": str(run_dir.resolve()), "cells": sorted(wsd_metrics), "train": dataclasses.asdict(wsd),
                   "cosine_lr_multipliers": mults})
@@ -293,7 +294,7 @@ def run_twins(args) -> dict:
         from ehrscale.grid import smallest_cells
         from ehrscale.tune import choose
 
-        first = smallest_cells(plan_from_config(config, tokens)[0])
+        first = smallest_cells(all_cells)  # the workflow's tune cell of each size
         pending = {size: len(mults) for size in lr}
 
         def swept(size):
@@ -311,7 +312,7 @@ def run_twins(args) -> dict:
         for size in sorted(lr, key=lambda s: -first[s].tokens):
             for m in mults:
                 runner.submit(("tune", size, m), _cosine_job, str(tokens), str(work / "tune" / size / f"x{m:g}"),
-                              first[size], model, dataclasses.replace(twin[first[size].id], learning_rate=m * lr[size]),
+                              first[size], model, dataclasses.replace(base[size], learning_rate=m * lr[size]),
                               then=swept(size))
     else:
         for size in lr:
@@ -352,9 +353,8 @@ def run_twins(args) -> dict:
         "cosine_lr_sweep": {"multipliers": mults, "sizes": sweeps},
         "per_budget": {f"{b:.3g}": _summary([r for r in rows if r["budget"] == b]) for b in sorted({r["budget"] for r in rows})},
         "fits": fits, "wsd_inside_cosine_interval": inside,
-        "ladder": {"budgets": sorted({c.budget for c in plan_from_config(config, tokens)[0]}),
-                   **(lt := trained_tokens(plan_from_config(config, tokens)[0], wsd)),
-                   "cells": len(plan_from_config(config, tokens)[0]), "ratio": lt["wsd"] / lt["cosine"]},
+        "ladder": {"budgets": sorted({c.budget for c in all_cells}), **(lt := trained_tokens(all_cells, wsd)),
+                   "cells": len(all_cells), "ratio": lt["wsd"] / lt["cosine"]},
     }
 
 

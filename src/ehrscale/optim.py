@@ -1,10 +1,11 @@
 """AdamW, as ``torch.optim.AdamW`` computes it, without its import cost.
 
 Why not ``torch.optim.AdamW``: every ``torch.optim`` optimiser imports ``torch._dynamo`` on
-its first call (``Optimizer.__init__`` and ``step`` are wrapped for the compiler), 3.2 s on
-this project's CPU machine, on top of 3 s for ``import torch``. The default run is about
-120 training jobs (stable segments, cooldowns, LR-sweep runs) of seconds to a minute each,
-so that import alone was about 6 minutes of its job time (``bench/train.py`` prints it).
+its first call (``Optimizer.__init__`` and ``step`` are wrapped for the compiler): 3.0-3.3 s
+on this project's 2-core machine (``python -c "import torch, torch._dynamo"`` 6.1-6.6 s
+against 2.9-3.6 s for ``import torch``). The default run has about 120 training jobs
+(stable segments, cooldowns, LR-sweep runs) of seconds to a minute each, so that import
+alone was about 6 minutes of its job time.
 
 The update is torch's, operation for operation (its ``_single_tensor_adam`` with decoupled
 weight decay: ``p *= 1 - lr wd``; ``m.lerp_(g, 1 - b1)``; ``v = b2 v + (1 - b2) g^2``;
