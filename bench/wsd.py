@@ -171,6 +171,15 @@ class _Runner:
                     then(result)
                 yield key, result
 
+    def collect(self, n_jobs: int, t0: float) -> dict:
+        """Every job's result by key (follow-on jobs included), with a progress line each; closes the pool."""
+        results = {}
+        for i, (key, result) in enumerate(self.results(), 1):
+            results[key] = result
+            print(f"[bench] {i}/{n_jobs} {key} done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
+        self.close()
+        return results
+
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
@@ -317,11 +326,7 @@ def run_twins(args) -> dict:
     else:
         for size in lr:
             submit_twins(size)
-    n_jobs = len(cells) + len(lr) * len(mults)
-    for i, (key, result) in enumerate(runner.results(), 1):
-        results[key] = result
-        print(f"[bench] {i}/{n_jobs} cosine {key} done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
-    runner.close()
+    results |= runner.collect(len(cells) + len(lr) * len(mults), t0)
     wall = time.perf_counter() - t0
 
     rows = []
@@ -408,11 +413,7 @@ def run(args) -> dict:
                       size_definition(by_size[size]), model, wsd, then=cooldowns_of(size))
     for c in sorted(cells, key=lambda c: -c.tokens):
         runner.submit(("cosine", c.id), _cosine_job, tokens, str(work / "cosine" / c.id), c, model, cosine)
-    n_jobs = len(chains) + 2 * len(cells)
-    for i, (key, result) in enumerate(runner.results(), 1):
-        results[key] = result
-        print(f"[bench] {i}/{n_jobs} {key[0]} {key[1]} done ({time.perf_counter() - t0:.0f}s)", file=sys.stderr, flush=True)
-    runner.close()
+    results |= runner.collect(len(chains) + 2 * len(cells), t0)
     wall = time.perf_counter() - t0
 
     rows = []
