@@ -72,6 +72,14 @@ def test_dag_produces_every_stage(first_run):
         assert 0.75 * m["tokens"] <= m["branch_tokens"] < m["tokens"]
         assert len(tuned["candidates"]) == 2
     assert sorted(results.glob("stable/*/T*.pt"))
+    for size in {json.loads(p.read_text())["size"] for p in metrics}:  # the sweep's winner is its smallest cell, copied
+        tuned = json.loads((results / "tune" / f"{size}.json").read_text())
+        winner = [d for d in (results / "tune" / size).iterdir()
+                  if json.loads((d / "metrics.json").read_text())["learning_rate"] == tuned["learning_rate"]]
+        assert len(winner) == 1
+        assert (results / "runs" / tuned["cell"] / "model.pt").read_bytes() == (winner[0] / "model.pt").read_bytes()
+        first = min(results.glob(f"stable/{size}/T*.pt"), key=lambda q: int(q.stem[1:]))
+        assert first.read_bytes() == (winner[0] / "branch.pt").read_bytes()
     scaling = json.loads((results / "fits" / "scaling.json").read_text())
     assert scaling  # the fit ran over the trained cells
     points = pd.read_csv(results / "fits" / "points.csv")

@@ -46,6 +46,12 @@ def _metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
+def _timeless(state: dict) -> dict:
+    """A trainer's state without its wall-clock fields."""
+    log = [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in state["log"]]
+    return {k: v for k, v in state.items() if k != "elapsed"} | {"log": log}
+
+
 def _log_rows(run_dir: Path) -> list[dict]:
     with open(run_dir / "log.csv", newline="") as fh:
         return [{k: v for k, v in row.items() if k not in WALL_CLOCK} for row in csv.DictReader(fh)]
@@ -151,6 +157,46 @@ def test_resume_inside_a_cooldown_is_exact(grid, tmp_path):
     assert _same_tensors(_weights(out), _weights(ref))
     assert _metrics(out)["val_loss"] == _metrics(ref)["val_loss"]
     assert _log_rows(out) == _log_rows(ref) and len(_log_rows(out)) > 5
+
+
+# ------------------------------------------------------------------ the LR sweep's runs are reused
+
+
+def test_a_sweep_run_is_the_first_segment_and_the_smallest_cell(grid, tmp_path):
+    """A one-job WSD run with save_branch leaves the first stable segment's state bit for bit;
+    that segment and that cell then copy it instead of training, and a run of another LR is ignored."""
+    first = grid.points[0]
+    sweep, other = tmp_path / "x1", tmp_path / "x2"
+    assert train_cell(grid.tokens, sweep, grid.cells[0], MODEL, WSD, save_branch=True) == 0
+    lr2 = dataclasses.replace(WSD, learning_rate=2 * _metrics(sweep)["learning_rate"])
+    assert train_cell(grid.tokens, other, grid.cells[0], MODEL, lr2, save_branch=True) == 0
+    saved, chain = _state(sweep / "branch.pt"), _state(grid.states[first])
+    assert saved["config_hash"] == chain["config_hash"]
+    assert _same_tensors(saved["model"], chain["model"])
+    assert saved["optimizer"]["state"].keys() == chain["optimizer"]["state"].keys()
+    assert all(_same_tensors(saved["optimizer"]["state"][k], chain["optimizer"]["state"][k]) for k in chain["optimizer"]["state"])
+    assert _timeless(saved["state"]) == _timeless(chain["state"])
+    assert torch.equal(saved["rng"]["torch"], chain["rng"]["torch"])
+    # the segment copies the matching run's state (the other LR's has another chain hash)
+    segment = tmp_path / "T.pt"
+    assert train_stable(grid.tokens, segment, "a", SIZE, first, MODEL, WSD, adopt=[other, sweep]) == 0
+    assert segment.read_bytes() == (sweep / "branch.pt").read_bytes()
+    # ... and a segment ending elsewhere does not take it
+    elsewhere = tmp_path / "T2.pt"
+    assert train_stable(grid.tokens, elsewhere, "a", SIZE, first // 2, MODEL, WSD, adopt=[sweep]) == 0
+    assert _state(elsewhere)["state"]["tokens"] < first
+    # the cell copies the matching run; a cooldown from the copied state gives the same cell
+    cell, cooled = tmp_path / "cell", tmp_path / "cooled"
+    assert train_cell(grid.tokens, cell, grid.cells[0], MODEL, WSD, branch=segment, adopt=[other, sweep]) == 0
+    assert (cell / "model.pt").read_bytes() == (sweep / "model.pt").read_bytes()
+    assert _metrics(cell) == _metrics(sweep) and _log_rows(cell) == _log_rows(sweep)
+    assert train_cell(grid.tokens, cooled, grid.cells[0], MODEL, WSD, branch=segment) == 0
+    assert _same_tensors(_weights(cooled), _weights(cell))
+    assert _metrics(cooled)["val_loss"] == _metrics(cell)["val_loss"] == _metrics(grid.chain_run(0))["val_loss"]
+    # the larger budget's cell is not the sweep's: it trains
+    big = tmp_path / "big"
+    assert train_cell(grid.tokens, big, grid.cells[1], MODEL, WSD, branch=grid.states[grid.points[1]], adopt=[sweep]) == 0
+    assert _metrics(big)["val_loss"] == _metrics(grid.chain_run(1))["val_loss"] != _metrics(sweep)["val_loss"]
 
 
 # ------------------------------------------------------------------ metrics and refusals

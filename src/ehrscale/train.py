@@ -61,6 +61,7 @@ import json
 import math
 import os
 import random
+import shutil
 import signal
 import sys
 import time
@@ -88,6 +89,7 @@ METRICS_KEYS = (
     "config_hash", "seed", "context_length", "batch_size", "learning_rate", "schedule", "warmup_tokens",
     "branch_tokens", "job_wall_seconds",
 )
+BRANCH_STATE = "branch.pt"  # a one-job WSD run's state at its branch point (save_branch): a first stable segment
 LOG_COLUMNS = ("step", "tokens", "flops", "train_loss", "lr", "tokens_per_second", "elapsed_s")
 
 
@@ -343,12 +345,13 @@ class Trainer:
     # -- the loop
 
     def run(self, label: str, stop_at: int, schedule: Schedule, *, exact: bool, branch_at: int | None,
-            ckpt: Path, ckpt_hash: str) -> bool:
+            ckpt: Path, ckpt_hash: str, branch_state: Path | None = None) -> bool:
         """Train until ``stop_at`` tokens; False if a signal checkpointed the run first.
 
         ``exact``: mask the last batch to land exactly on ``stop_at`` (a cell's D); else stop at
         the first step boundary at or past it (a stable segment). ``branch_at``: a WSD run in
-        one job starts its decay at the first step boundary at or past this.
+        one job starts its decay at the first step boundary at or past this; ``branch_state``:
+        there it also writes the state a stable segment ending at ``branch_at`` would write.
         """
         s, st, device = self.s, self.st, self.device
         fwd = torch.compile(self.model) if s.compile else self.model
@@ -387,7 +390,8 @@ class Trainer:
                 st["step"] += 1
                 st["tokens"] += n
                 st["epoch"], st["row"] = nxt_epoch, nxt_row
-                if branch_at is not None and st["branch"] is None and st["tokens"] >= branch_at:
+                at_branch = branch_at is not None and st["branch"] is None and st["tokens"] >= branch_at
+                if at_branch:
                     st["branch"] = st["tokens"]
                 now = time.perf_counter()
                 st["elapsed"] = elapsed0 + (now - t_start)
@@ -413,6 +417,10 @@ class Trainer:
                               f"({100 * st['tokens'] / stop_at:.1f}%) loss {train_loss:.4f} lr {lr:.2e} "
                               f"{tps:,.0f} tok/s ETA {_fmt_eta(eta)}", file=sys.stderr, flush=True)
                         last_progress = now
+                if at_branch and branch_state is not None:  # after the step's log row, as a segment's end
+                    st["loss_sum"], st["loss_n"], st["branch"] = loss_acc.item(), loss_n, None
+                    self.save(branch_state, self.chain_hash)
+                    st["branch"] = st["tokens"]
                 if s.stop_after_steps is not None and st["step"] == s.stop_after_steps and not done:
                     os.kill(os.getpid(), signal.SIGTERM)  # same path as a scheduler's preemption signal
                 if done:
@@ -432,17 +440,20 @@ class Trainer:
 
 def train_stable(tokens_dir: str | Path, out: str | Path, size: str, size_def: dict, until: int,
                  model_settings: ModelSettings, settings: TrainSettings, start: str | Path | None = None,
-                 stats: dict | None = None) -> int:
+                 stats: dict | None = None, adopt: list[str | Path] = ()) -> int:
     """One segment of a size's WSD stable phase: from ``start`` (or step 0) to ``until`` tokens.
 
     Writes the branch state ``out`` (the checkpoint format); 0 when done, EXIT_PREEMPTED after
-    a signal (resume from ``<out>.resume.pt`` on rerun).
+    a signal (resume from ``<out>.resume.pt`` on rerun). ``adopt``: LR-sweep run directories;
+    a first segment copies the ``branch.pt`` of the one that trained this chain's state.
     """
     if settings.schedule != "wsd":
         raise EhrscaleError(f"stable segments belong to train.schedule: wsd, not {settings.schedule!r}")
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(tokens_dir, size, size_def, model_settings, settings, stats)
+    if start is None and _adopt_branch_state(trainer, int(until), adopt, out):
+        return 0
     resume = out.with_name(out.name + ".resume.pt")
     if not trainer.load(resume, trainer.chain_hash, "checkpoint") and start is not None:
         trainer.load(Path(start), trainer.chain_hash, "branch")
@@ -459,12 +470,52 @@ def train_stable(tokens_dir: str | Path, out: str | Path, size: str, size_def: d
     return 0
 
 
+def _adopt_branch_state(trainer: Trainer, until: int, runs: list[str | Path], out: Path) -> bool:
+    """Copy a sweep run's ``branch.pt`` to ``out`` if it is the state this first segment would train.
+
+    Its chain hash (same size, LR and every stable setting) and its tokens (the first step
+    boundary at or past ``until``) must match; training from step 0 then reproduces it bit for bit."""
+    step_tokens = trainer.batch_size * trainer.ctx
+    for run in runs:
+        path = Path(run) / BRANCH_STATE
+        if not path.exists():
+            continue
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        if ck.get("config_hash") == trainer.chain_hash and until <= ck["state"]["tokens"] < until + step_tokens:
+            with atomic_path(out) as tmp:
+                shutil.copyfile(path, tmp)
+            print(f"[{trainer.size} stable] branch state at {ck['state']['tokens']:,} tokens: the LR-sweep run "
+                  f"{run} trained it (same chain hash); copied -> {out}", file=sys.stderr, flush=True)
+            return True
+    return False
+
+
+def _adopt_cell(chash: str, runs: list[str | Path], out: Path, label: str) -> bool:
+    """Copy a sweep run that trained exactly this cell (same config hash) into ``out``."""
+    for run in map(Path, runs):
+        try:
+            metrics = json.loads((run / "metrics.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if metrics.get("config_hash") == chash and all((run / f).exists() for f in ("model.pt", "log.csv")):
+            for name in ("model.pt", "log.csv"):
+                with atomic_path(out / name) as tmp:
+                    shutil.copyfile(run / name, tmp)
+            write_json(out / "metrics.json", metrics)
+            print(f"[{label}] the LR-sweep run {run} trained this cell (same config hash); copied", file=sys.stderr, flush=True)
+            return True
+    return False
+
+
 def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_settings: ModelSettings,
-               settings: TrainSettings, stats: dict | None = None, branch: str | Path | None = None) -> int:
+               settings: TrainSettings, stats: dict | None = None, branch: str | Path | None = None,
+               adopt: list[str | Path] = (), save_branch: bool = False) -> int:
     """Train ``cell``; returns 0 when done, EXIT_PREEMPTED after a signal-triggered checkpoint.
 
     ``branch``: for ``wsd``, the size's stable state at this cell's branch point; the job is
-    then the cooldown alone. Without it the whole schedule runs here.
+    then the cooldown alone. Without it the whole schedule runs here, and ``save_branch``
+    also writes ``branch.pt`` there: the state of the size's first stable segment.
+    ``adopt``: LR-sweep run directories; one that trained this very cell is copied instead.
     """
     s = settings
     out = Path(out_dir)
@@ -476,6 +527,8 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     D = int(cell.tokens)
     chash = _digest({"chain": trainer.chain_hash, "cell": cell.as_dict(),
                      "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in _UNHASHED}})
+    if _adopt_cell(chash, list(adopt), out, cell.id):
+        return 0
     val_batches = fixed_validation_batches(trainer.tokens_dir, trainer.ctx, s)
     ckpt_path = out / "checkpoint.pt"
     if trainer.load(ckpt_path, chash, "checkpoint"):  # (load replaces trainer.st: read it afterwards)
@@ -493,7 +546,9 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     st = trainer.st
     job_elapsed0 = st["elapsed"]
     branch_at = branch_point(D, s) if s.schedule == "wsd" else None
-    if not trainer.run(cell.id, D, trainer.schedule(D), exact=True, branch_at=branch_at, ckpt=ckpt_path, ckpt_hash=chash):
+    branch_state = out / BRANCH_STATE if save_branch and branch is None and branch_at is not None else None
+    if not trainer.run(cell.id, D, trainer.schedule(D), exact=True, branch_at=branch_at, ckpt=ckpt_path, ckpt_hash=chash,
+                       branch_state=branch_state):
         return EXIT_PREEMPTED
 
     model, device = trainer.model, trainer.device
@@ -570,6 +625,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cell", required=True, help="cell id from 'ehrscale plan', e.g. C3e11_d32L2")
     parser.add_argument("--grid", help="grid section as JSON (or @file.json)")
     parser.add_argument("--branch", help="wsd: the size's stable state at this cell's branch point (then only the cooldown runs)")
+    parser.add_argument("--adopt", nargs="+", default=[], help="LR-sweep run directories: one that trained this cell is copied")
+    parser.add_argument("--save-branch", action="store_true",
+                        help="wsd, one job: also write <out>/branch.pt, the state at the branch point (a first stable segment)")
 
 
 def add_stable_arguments(parser) -> None:
@@ -578,6 +636,8 @@ def add_stable_arguments(parser) -> None:
     parser.add_argument("--size", required=True, help="the size's name in --sizes")
     parser.add_argument("--until", required=True, type=int, help="stop at the first step boundary at or past this many tokens")
     parser.add_argument("--start", help="the previous branch state of this size's chain (none: from step 0)")
+    parser.add_argument("--adopt", nargs="+", default=[],
+                        help="LR-sweep run directories: a first segment copies the branch.pt that is its state")
 
 
 def _section(arg: str | None, config: dict, key: str):
@@ -609,7 +669,8 @@ def run(args) -> int:
     grid = load_settings(GridSettings, _section(args.grid, config, "grid"), "grid")
     cell = find_cell(args.cell, sizes, grid, int(stats["vocab_size"]), model.context_length,
                      target_tokens_from_stats(stats, "train"), model)
-    return train_cell(args.tokens, args.out, cell, model, settings, stats, branch=args.branch)
+    return train_cell(args.tokens, args.out, cell, model, settings, stats, branch=args.branch, adopt=args.adopt,
+                      save_branch=args.save_branch)
 
 
 def run_stable(args) -> int:
@@ -617,4 +678,4 @@ def run_stable(args) -> int:
     if args.size not in sizes:
         raise EhrscaleError(f"--size {args.size!r} is not in --sizes ({', '.join(sizes)})")
     return train_stable(args.tokens, args.out, args.size, sizes[args.size], args.until, model, settings,
-                        start=args.start, stats=stats)
+                        start=args.start, stats=stats, adopt=args.adopt)

@@ -1,5 +1,6 @@
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def stable_inputs(wildcards):
     rerun from an inserted branch point reproduces the same state, so later segments and
     cooldowns are not retrained because its file is newer (docs/wsd.md)."""
     prev, _ = segment(wildcards)
-    start = {"start": ancient(stable_path(wildcards.size, prev))} if prev is not None else {}
+    start = {"start": ancient(stable_path(wildcards.size, prev))} if prev is not None else {"adopt": sweep_runs(wildcards.size)}
     return {"tokens": f"{RESULTS}/tokens", **tuned_lr(wildcards.size), **start}
 
 
@@ -158,12 +159,21 @@ def train_inputs(wildcards):
     if WSD:
         cell = planned(checkpoints.tokenize.get().output[0])[0][wildcards.cell]
         inputs["branch"] = ancient(stable_path(size, branch_point(cell.tokens, TRAIN)))
+    if TUNE_MULTIPLIERS and tune_cell(size).id == wildcards.cell:
+        inputs["adopt"] = sweep_runs(size)
     return inputs
 
 
-def optional_args(input, names=("lr", "branch", "start")):
-    flags = {"lr": "--lr-file", "branch": "--branch", "start": "--start"}
-    return " ".join(f"{flags[n]} {getattr(input, n)}" for n in names if hasattr(input, n))
+def optional_args(input, names=("lr", "branch", "start", "adopt")):
+    """The optional inputs as flags; ``adopt`` (sweep runs' metrics.json) as their directories."""
+    flags = {"lr": "--lr-file", "branch": "--branch", "start": "--start", "adopt": "--adopt"}
+    args = []
+    for name in names:
+        if hasattr(input, name):
+            value = getattr(input, name)
+            value = " ".join(os.path.dirname(v) for v in value) if name == "adopt" else value
+            args.append(f"{flags[name]} {value}")
+    return " ".join(args)
 
 
 def tune_cell(size):
@@ -176,8 +186,14 @@ def tune_settings(wildcards):
     return json.dumps(json.loads(settings("train", exclude=("threads",))) | {"learning_rate": lr}, sort_keys=True)
 
 
+def sweep_runs(size):
+    """A size's LR-sweep runs (their metrics.json). Each trains the size's smallest cell whole
+    and, under WSD, leaves the state of its first stable segment: the winner's are copied, not retrained."""
+    return [f"{RESULTS}/tune/{size}/{multiplier_name(m)}/metrics.json" for m in TUNE_MULTIPLIERS]
+
+
 def tune_runs(wildcards):
-    return [f"{RESULTS}/tune/{wildcards.size}/{multiplier_name(m)}/metrics.json" for m in TUNE_MULTIPLIERS]
+    return sweep_runs(wildcards.size)
 
 
 # ---- opt-in seed replicates (fit.smk)

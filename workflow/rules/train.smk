@@ -7,7 +7,11 @@
 
 
 rule tune_run:
-    """One LR of a size's sweep: its smallest cell, trained whole at a multiple of the width rule's LR."""
+    """One LR of a size's sweep: its smallest cell, trained whole at a multiple of the width rule's LR.
+
+    The winner is that cell, and under WSD its branch.pt the size's first stable segment: those
+    jobs copy them. branch.pt is not an output: a run resumed past its branch point has none,
+    and the segment then trains."""
     input:
         tokens=f"{RESULTS}/tokens",
     output:
@@ -20,6 +24,7 @@ rule tune_run:
         grid=lambda wildcards: json.dumps(single_cell_grid(tune_cell(wildcards.size).id, GridSettings()), sort_keys=True),
         model=settings("model"),
         train=tune_settings,
+        save_branch="--save-branch" if WSD else "",  # branch.pt: the first stable segment's state (not an output)
     log:
         f"{RESULTS}/logs/tune/{{size}}_x{{mult}}.log",
     benchmark:
@@ -34,7 +39,7 @@ rule tune_run:
     shell:
         "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {params.cell} "
         "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} "
-        "--threads {threads} > {log} 2>&1"
+        "{params.save_branch} --threads {threads} > {log} 2>&1"
 
 
 rule tune:
