@@ -65,6 +65,7 @@ rule fit:
         f"{RESULTS}/logs/fit.log",
     benchmark:
         f"{RESULTS}/benchmarks/fit.tsv"
+    threads: 2  # the figures render in a second process while the utility laws fit
     conda:
         "../../envs/ehrscale.yaml"
     shell:

@@ -252,16 +252,36 @@ def fit_paths(paths, out_dir, settings: FitSettings, figures_dir=None, summary=N
     write_json(out_dir / "scaling.json", result)
     with atomic_path(out_dir / "points.csv") as tmp:
         table.to_csv(tmp, index=False)
-    if figures_dir is not None:
-        from ehrscale.figures import make_figures
-
-        make_figures(points, result, figures_dir)
+    drawing = _draw_in_background(points, result, figures_dir) if figures_dir is not None else None
     utility_section = fit_utility_paths(points, result, probes, baselines, settings, out_dir, figures_dir) if probes else ""
+    if drawing is not None:
+        drawing.join()
+        if drawing.exitcode != 0:
+            raise EhrscaleError(f"drawing the scaling-law figures in {figures_dir} failed (exit {drawing.exitcode}); see the log")
     if summary is not None:
         from ehrscale.report import write_summary
 
         write_summary(result, summary, utility_section)
     return result
+
+
+def _draw(points, result, figures_dir) -> None:
+    from ehrscale.figures import make_figures
+
+    try:
+        make_figures(points, result, figures_dir)
+    except Exception as err:  # reported by the parent through the exit code
+        log.error("figures: %s: %s", type(err).__name__, err)
+        raise SystemExit(1) from err
+
+
+def _draw_in_background(points, result, figures_dir):
+    """The loss-law figures in a forked process (~20 s of rendering) while the utility laws fit."""
+    import multiprocessing
+
+    proc = multiprocessing.get_context("fork").Process(target=_draw, args=(points, result, figures_dir), daemon=True)
+    proc.start()
+    return proc
 
 
 def fit_utility_paths(points, scaling, probes, baselines, settings: FitSettings, out_dir, figures_dir=None) -> str:
