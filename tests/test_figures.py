@@ -14,6 +14,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from ehrscale.figures import FIGURES, make_figures  # noqa: E402
+from ehrscale.errors import EhrscaleError  # noqa: E402
 from ehrscale.fit import FitSettings, fit_paths, fit_points  # noqa: E402
 from ehrscale.fit.points import load_points  # noqa: E402
 
@@ -57,6 +58,17 @@ def test_figures_written_from_cli_path(tmp_path):
               figures_dir=tmp_path / "fig", summary=tmp_path / "summary.md")
     _assert_written(tmp_path / "fig")
     assert (tmp_path / "summary.md").stat().st_size > 500
+
+
+def test_a_figure_that_fails_to_draw_fails_the_fit(tmp_path):
+    """The figures render in a forked process: its failure still reaches the caller, as a clear error."""
+    runs = write_runs(tmp_path / "runs")
+    blocked = tmp_path / "fig"
+    blocked.write_text("a file where the figure directory should be")
+    with pytest.raises(EhrscaleError, match="figures"):
+        fit_paths(sorted(runs.glob("*/metrics.json")), tmp_path / "fits",
+                  FitSettings(bootstrap=0, n_starts=2, calibration_sims=0, backtest=False, epoch_bootstrap=0),
+                  figures_dir=blocked)
 
 
 @pytest.mark.parametrize("budgets", [(1e17,), (1e17, 1e18)], ids=["one_budget", "two_budgets"])

@@ -144,9 +144,13 @@ def segment(wildcards):
 def stable_inputs(wildcards):
     """A stable segment starts from its chain's previous branch state. ancient(): a segment
     rerun from an inserted branch point reproduces the same state, so later segments and
-    cooldowns are not retrained because its file is newer (docs/wsd.md)."""
+    cooldowns are not retrained because its file is newer (docs/wsd.md). A first segment
+    may copy its state from the size's LR sweep instead (``adopt``)."""
     prev, _ = segment(wildcards)
-    start = {"start": ancient(stable_path(wildcards.size, prev))} if prev is not None else {"adopt": sweep_runs(wildcards.size)}
+    if prev is not None:
+        start = {"start": ancient(stable_path(wildcards.size, prev))}
+    else:
+        start = {"adopt": sweep_runs(wildcards.size)} if TUNE_MULTIPLIERS else {}
     return {"tokens": f"{RESULTS}/tokens", **tuned_lr(wildcards.size), **start}
 
 
@@ -169,7 +173,7 @@ def optional_args(input, names=("lr", "branch", "start", "adopt")):
     flags = {"lr": "--lr-file", "branch": "--branch", "start": "--start", "adopt": "--adopt"}
     args = []
     for name in names:
-        if hasattr(input, name):
+        if hasattr(input, name) and getattr(input, name):
             value = getattr(input, name)
             value = " ".join(os.path.dirname(v) for v in value) if name == "adopt" else value
             args.append(f"{flags[name]} {value}")
