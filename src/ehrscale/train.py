@@ -480,7 +480,11 @@ def _adopt_branch_state(trainer: Trainer, until: int, runs: list[str | Path], ou
         path = Path(run) / BRANCH_STATE
         if not path.exists():
             continue
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            ck = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as err:  # not adoptable: the segment trains instead
+            print(f"[{trainer.size} stable] {path} is unreadable ({type(err).__name__}); training", file=sys.stderr, flush=True)
+            continue
         if ck.get("config_hash") == trainer.chain_hash and until <= ck["state"]["tokens"] < until + step_tokens:
             with atomic_path(out) as tmp:
                 shutil.copyfile(path, tmp)
@@ -498,10 +502,9 @@ def _adopt_cell(chash: str, runs: list[str | Path], out: Path, label: str) -> bo
         except (OSError, json.JSONDecodeError):
             continue
         if metrics.get("config_hash") == chash and all((run / f).exists() for f in ("model.pt", "log.csv")):
-            for name in ("model.pt", "log.csv"):
+            for name in ("model.pt", "log.csv", "metrics.json"):  # metrics.json last: it marks the cell done
                 with atomic_path(out / name) as tmp:
                     shutil.copyfile(run / name, tmp)
-            write_json(out / "metrics.json", metrics)
             print(f"[{label}] the LR-sweep run {run} trained this cell (same config hash); copied", file=sys.stderr, flush=True)
             return True
     return False
@@ -625,7 +628,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--cell", required=True, help="cell id from 'ehrscale plan', e.g. C3e11_d32L2")
     parser.add_argument("--grid", help="grid section as JSON (or @file.json)")
     parser.add_argument("--branch", help="wsd: the size's stable state at this cell's branch point (then only the cooldown runs)")
-    parser.add_argument("--adopt", nargs="+", default=[], help="LR-sweep run directories: one that trained this cell is copied")
+    parser.add_argument("--adopt", nargs="+", default=[], metavar="METRICS",
+                        help="LR-sweep runs' metrics.json: a run that trained this very cell is copied")
     parser.add_argument("--save-branch", action="store_true",
                         help="wsd, one job: also write <out>/branch.pt, the state at the branch point (a first stable segment)")
 
@@ -636,8 +640,8 @@ def add_stable_arguments(parser) -> None:
     parser.add_argument("--size", required=True, help="the size's name in --sizes")
     parser.add_argument("--until", required=True, type=int, help="stop at the first step boundary at or past this many tokens")
     parser.add_argument("--start", help="the previous branch state of this size's chain (none: from step 0)")
-    parser.add_argument("--adopt", nargs="+", default=[],
-                        help="LR-sweep run directories: a first segment copies the branch.pt that is its state")
+    parser.add_argument("--adopt", nargs="+", default=[], metavar="METRICS",
+                        help="LR-sweep runs' metrics.json: a first segment copies the branch.pt beside them that is its state")
 
 
 def _section(arg: str | None, config: dict, key: str):
@@ -664,12 +668,17 @@ def _load(args) -> tuple[dict, dict, ModelSettings, TrainSettings, dict]:
     return config, resolve_sizes(sizes_raw), model, settings, read_stats(args.tokens)
 
 
+def _run_dirs(metrics_files: list[str]) -> list[Path]:
+    """--adopt names the sweep runs by their metrics.json (the workflow's declared inputs)."""
+    return [Path(p).parent for p in metrics_files]
+
+
 def run(args) -> int:
     config, sizes, model, settings, stats = _load(args)
     grid = load_settings(GridSettings, _section(args.grid, config, "grid"), "grid")
     cell = find_cell(args.cell, sizes, grid, int(stats["vocab_size"]), model.context_length,
                      target_tokens_from_stats(stats, "train"), model)
-    return train_cell(args.tokens, args.out, cell, model, settings, stats, branch=args.branch, adopt=args.adopt,
+    return train_cell(args.tokens, args.out, cell, model, settings, stats, branch=args.branch, adopt=_run_dirs(args.adopt),
                       save_branch=args.save_branch)
 
 
@@ -678,4 +687,4 @@ def run_stable(args) -> int:
     if args.size not in sizes:
         raise EhrscaleError(f"--size {args.size!r} is not in --sizes ({', '.join(sizes)})")
     return train_stable(args.tokens, args.out, args.size, sizes[args.size], args.until, model, settings,
-                        start=args.start, stats=stats, adopt=args.adopt)
+                        start=args.start, stats=stats, adopt=_run_dirs(args.adopt))

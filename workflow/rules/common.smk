@@ -1,6 +1,5 @@
 import functools
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -169,15 +168,8 @@ def train_inputs(wildcards):
 
 
 def optional_args(input, names=("lr", "branch", "start", "adopt")):
-    """The optional inputs as flags; ``adopt`` (sweep runs' metrics.json) as their directories."""
     flags = {"lr": "--lr-file", "branch": "--branch", "start": "--start", "adopt": "--adopt"}
-    args = []
-    for name in names:
-        if hasattr(input, name) and getattr(input, name):
-            value = getattr(input, name)
-            value = " ".join(os.path.dirname(v) for v in value) if name == "adopt" else value
-            args.append(f"{flags[name]} {value}")
-    return " ".join(args)
+    return " ".join(f"{flags[n]} {getattr(input, n)}" for n in names if hasattr(input, n))
 
 
 def tune_cell(size):
