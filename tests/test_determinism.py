@@ -112,3 +112,17 @@ def test_fit_json_is_byte_identical(tmp_path):
     a, b = (tmp_path / f"fit{s}" for s in HASH_SEEDS)
     assert (a / "scaling.json").read_bytes() == (b / "scaling.json").read_bytes()
     assert (a / "points.csv").read_bytes() == (b / "points.csv").read_bytes()
+
+
+def test_saved_figures_are_byte_identical(tmp_path):
+    """Every figure goes through figures._save: its SVG ids must not depend on the process."""
+    code = ("import sys, matplotlib.pyplot as plt; from pathlib import Path; from ehrscale.figures import _save\n"
+            "fig, ax = plt.subplots(); ax.plot([1, 2, 3], 'o-'); _save(fig, Path(sys.argv[1]), 'f')")
+    for seed in HASH_SEEDS:
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        (tmp_path / seed).mkdir()
+        done = subprocess.run([sys.executable, "-c", code, str(tmp_path / seed)], env=env, capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    _assert_same_files(tmp_path / HASH_SEEDS[0], tmp_path / HASH_SEEDS[1])
+    assert (tmp_path / HASH_SEEDS[0] / "f.svg").stat().st_size > 1000

@@ -39,7 +39,8 @@ def _save(fig, fig_dir: Path, name: str) -> list[Path]:
     out = []
     for fmt in FORMATS:
         path = fig_dir / f"{name}.{fmt}"
-        with atomic_path(path) as tmp:
+        # a fixed salt: SVG element ids are otherwise random per process (no byte-identical reruns)
+        with atomic_path(path) as tmp, matplotlib.rc_context({"svg.hashsalt": "ehrscale"}):
             fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
         out.append(path)
     plt.close(fig)
@@ -277,7 +278,7 @@ def make_figures(points: pd.DataFrame, result: dict, fig_dir) -> list[Path]:
     fig_dir = Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)
     out: list[Path] = []
-    with sns.axes_style("whitegrid"), matplotlib.rc_context({"svg.hashsalt": "ehrscale"}):
+    with sns.axes_style("whitegrid"):
         out += _save(isoflops_figure(points, result), fig_dir, "isoflops")
         out += _save(optimal_scaling_figure(points, result), fig_dir, "optimal_scaling")
         out += _save(parametric_contours_figure(points, result), fig_dir, "parametric_contours")
