@@ -90,7 +90,7 @@ class ModelSettings:
     rope_theta: float = 10000.0
     ffn_multiple_of: int = 8
     norm_eps: float = 1e-5
-    init_std: float = 0.02
+    init_std: float | None = None  # None: 1/sqrt(d_model), see GPTConfig
 
 
 @dataclasses.dataclass
@@ -104,7 +104,9 @@ class GPTConfig:
     ffn_multiple_of: int = 8
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
-    init_std: float = 0.02
+    # None: 1/sqrt(d_model) (LeCun's fan-in rule). GPT-2's fixed 0.02 suits d_model near 768
+    # (1/sqrt(768) = 0.036) but leaves 4-64-wide models on a long, seed-random loss plateau.
+    init_std: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "d_model", "n_head", "context_length"):
@@ -117,6 +119,10 @@ class GPTConfig:
         if self.ffn_hidden is None:
             m = self.ffn_multiple_of
             self.ffn_hidden = m * math.ceil(8 * self.d_model / 3 / m)
+        if self.init_std is None:
+            self.init_std = 1.0 / math.sqrt(self.d_model)
+        elif not self.init_std > 0:
+            raise EhrscaleError(f"model.init_std must be positive (or null for 1/sqrt(d_model)), got {self.init_std}")
 
     @property
     def head_dim(self) -> int:
