@@ -1,5 +1,7 @@
 """Model: parameter counts, FLOPs against FlopCounterMode, causal attention, packing masks."""
 
+import dataclasses
+
 import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
@@ -97,3 +99,20 @@ def test_bad_shapes_are_errors():
         _cfg(d_model=30, n_head=4)
     with pytest.raises(EhrscaleError, match="n_headz"):
         GPTConfig.from_size({"n_layer": 1, "d_model": 8, "n_headz": 1}, 10)
+
+
+@pytest.mark.parametrize("d_model", [8, 64])
+def test_init_std_defaults_to_one_over_sqrt_width(d_model):
+    cfg = _cfg(d_model=d_model, n_layer=2, vocab_size=4000)
+    assert cfg.init_std == pytest.approx(d_model**-0.5)
+    torch.manual_seed(0)
+    model = GPT(cfg)
+    # the embedding and the un-scaled projections draw at init_std; the residual outputs at init_std/sqrt(2L)
+    assert model.embed.weight.std().item() == pytest.approx(d_model**-0.5, rel=0.05)
+    down = [p for n, p in model.named_parameters() if n.endswith("down.weight")]
+    assert torch.cat([p.flatten() for p in down]).std().item() == pytest.approx(d_model**-0.5 / 2, rel=0.1)
+    # a fixed value is kept as given, and a checkpoint's resolved value rebuilds the same model
+    assert _cfg(d_model=d_model, init_std=0.02).init_std == 0.02
+    assert GPTConfig(**dataclasses.asdict(cfg)).init_std == cfg.init_std
+    with pytest.raises(EhrscaleError, match="init_std"):
+        _cfg(init_std=0.0)
