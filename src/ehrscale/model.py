@@ -14,6 +14,11 @@ Each block is ``x + Attn(RMSNorm(x))`` then ``x + SwiGLU(RMSNorm(x))``.
   (see ``ehrscale.data``), so attention never crosses patients.
 * q/k/v and the SwiGLU gate/up projections are fused into single matmuls (same parameters
   as the unfused form, fewer kernel launches).
+* Initialisation: every matrix ~ N(0, init_std^2), the residual outputs (attention out,
+  SwiGLU down) scaled by ``1/sqrt(2 n_layer)`` (GPT-2). ``init_std`` defaults to
+  ``1/sqrt(d_model)``: GPT-2's fixed 0.02 is that rule near width 768 (0.036), but at the
+  default run's widths 4-64 it left attention near uniform and the loss on a plateau whose
+  exit was seed-random (docs/wsd.md, "Equivalence").
 
 Parameter counts (``param_counts``)::
 
