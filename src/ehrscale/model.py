@@ -95,7 +95,7 @@ class ModelSettings:
     rope_theta: float = 10000.0
     ffn_multiple_of: int = 8
     norm_eps: float = 1e-5
-    init_std: float | None = None  # None: 1/sqrt(d_model), see GPTConfig
+    init_std: float | None = None  # None: 1/sqrt(d_model) (GPTConfig)
 
 
 @dataclasses.dataclass
@@ -109,9 +109,7 @@ class GPTConfig:
     ffn_multiple_of: int = 8
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
-    # None: 1/sqrt(d_model) (LeCun's fan-in rule). GPT-2's fixed 0.02 suits d_model near 768
-    # (1/sqrt(768) = 0.036) but leaves 4-64-wide models on a long, seed-random loss plateau.
-    init_std: float | None = None
+    init_std: float | None = None  # None: 1/sqrt(d_model), LeCun's fan-in rule (why: module docstring)
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "n_layer", "d_model", "n_head", "context_length"):
