@@ -139,6 +139,9 @@ def test_batch_and_lr_rules():
     assert batch_size_for(256 * 1000 * 32 // 10, 256, s) == 32  # a cell of 10 tokens/param gets 1000 steps
     assert batch_size_for(10**13, 256, s) == 256
     assert batch_size_for(10**6, 256, TrainSettings(batch_size=7)) == 7
+    capped = TrainSettings(min_steps=1000, batch_tokens_per_param=10.0, max_batch_size=2)
+    assert batch_size_for(256 * 1000 * 32 // 10, 256, capped) == 2
+    assert batch_size_for(5_000, 256, capped) == 1  # the cap never raises a batch
     assert learning_rate_for(64, s) == pytest.approx(3e-3)
     assert learning_rate_for(128, s) == pytest.approx(3e-3 * 0.5**0.75)
 

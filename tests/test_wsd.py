@@ -18,7 +18,7 @@ from ehrscale.errors import EhrscaleError
 from ehrscale.grid import (CentreSettings, GridSettings, centred_sizes, plan_cells, size_for_params, stable_chains,
                            trained_tokens)
 from ehrscale.model import GPTConfig, ModelSettings, param_counts
-from ehrscale.train import EXIT_PREEMPTED, TrainSettings, branch_point, train_cell, train_stable
+from ehrscale.train import EXIT_PREEMPTED, TrainSettings, batch_size_for, branch_point, train_cell, train_stable
 from ehrscale.tune import choose
 
 torch.set_num_threads(1)
@@ -309,6 +309,21 @@ def test_wsd_trains_fewer_tokens_than_independent_cells():
     assert tokens["wsd"] < 0.6 * tokens["cosine"]  # the issue's target on a 7-budget ladder
     one = [c for c in cells if c.budget == budgets[0]]  # one budget: each size's chain is its cell's own warmup+stable
     assert trained_tokens(one, train)["wsd"] == trained_tokens(one, train)["cosine"]
+
+
+def test_batch_cap_keeps_cells_the_step_minimum_would_drop():
+    """At its rule's batch a large size's smallest-budget cell trains < min_steps; capped rows give it more steps."""
+    grid = GridSettings(budgets=[3e11], min_tokens_per_param=0, max_tokens_per_param=1e9, max_epochs=1e9,
+                        centre={"params": 1e5, "budget": 3e11, "exponent": 0.5, "per_budget": 7, "spacing": 1.5})
+    rule = TrainSettings(min_steps=300, batch_tokens_per_param=4.0)
+    capped = dataclasses.replace(rule, max_batch_size=2)
+    kept_rule, dropped_rule = plan_cells({}, grid, 501, 256, None, ModelSettings(), rule)
+    kept_cap, dropped_cap = plan_cells({}, grid, 501, 256, None, ModelSettings(), capped)
+    assert dropped_rule and all("train.min_steps" in why for _, why in dropped_rule)
+    assert len(kept_cap) > len(kept_rule)
+    for cell in kept_cap:
+        rows = batch_size_for(cell.n_params, 256, capped)
+        assert rows <= 2 and math.ceil(cell.tokens / (rows * 256)) >= 300
 
 
 # ------------------------------------------------------------------ bench/wsd.py smoke
