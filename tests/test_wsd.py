@@ -355,3 +355,31 @@ def test_bench_smoke(tmp_path, capsys):
     assert 0 < result["ladder"]["ratio"] < 1
     with pytest.raises(SystemExit, match="other settings"):  # finished jobs are reused only under the same settings
         bench.main(["--smoke", "--work", str(tmp_path / "work"), "--lr-base", "1e-3"])
+
+
+def test_seed_bench_splits_the_validation_loss_by_target_kind(grid, tmp_path):
+    """bench/seeds.py's per-kind losses: shares and weighted mean agree with the cell's own validation loss."""
+    import shutil
+
+    from ehrscale.train import fixed_validation_batches
+
+    spec = importlib.util.spec_from_file_location("bench_seeds", Path(__file__).parents[1] / "bench" / "seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    tokens = shutil.copytree(grid.tokens, tmp_path / "tok")
+    vocab = json.loads((tokens / "vocab.json").read_text())
+    vocab["tokens"][10:20] = [f"Q{i}" for i in range(1, 11)]  # ids 10-19: value bins, 20-21: intervals
+    vocab["tokens"][20:22] = ["[INTERVAL//5m-15m]", "[INTERVAL//15m-1h]"]
+    (tokens / "vocab.json").write_text(json.dumps(vocab))
+    run = grid.one_job_run(0)
+    by_kind = seeds.loss_by_kind(run / "model.pt", tokens, MODEL.context_length, WSD)
+    targets = torch.cat([b.targets.reshape(-1) for b in fixed_validation_batches(tokens, MODEL.context_length, WSD)])
+    targets = targets[targets >= 0]
+    assert by_kind["value bin"]["share"] == pytest.approx(((targets >= 10) & (targets < 20)).double().mean().item())
+    assert by_kind["interval"]["share"] == pytest.approx(((targets >= 20) & (targets < 22)).double().mean().item())
+    assert sum(k["share"] for k in by_kind.values()) == pytest.approx(1.0)
+    mean = sum(k["share"] * k["mean_loss"] for k in by_kind.values())
+    assert mean == pytest.approx(_metrics(run)["val_loss"], rel=1e-5)
+    rows = seeds.summarise([{"cell": "c", "rows": 2, "seed": s, "val_loss": v, "by_kind": by_kind}
+                            for s, v in ((1, 1.5), (0, 1.2))])
+    assert rows[0]["losses"] == [1.2, 1.5] and rows[0]["range"] == pytest.approx(0.3)

@@ -1,0 +1,152 @@
+"""Seed spread: how far a cell's final loss moves with the seed, at several batch sizes.
+
+Each of ``--cells`` of a finished run is retrained from scratch with each of ``--seeds``
+(initialisation and data order) at each of ``--batch-sizes`` rows per step, at the run's
+tuned LR for its size, all else from the run's config. A WSD cell trains its whole schedule
+in one job, which is bit-identical on CPU to the workflow's chain and cooldown. Printed per
+(cell, rows): the losses, their mean and range, and the mean loss per validation target
+split by kind (value bins ``Q1``..``Q10``, time intervals, everything else), which shows
+where a spread lives.
+
+Why: the default config caps rows per step at 2 (``train.max_batch_size``). At 4 rows the
+largest sizes' losses split by seed, by up to 0.09 nats, almost all of it on the value bins
+(docs/wsd.md, "Rows per step").
+
+    .venv/bin/python bench/seeds.py --run results/synthetic \\
+        [--cells C4p5e11_d48L2 C4p5e11_d64L2] [--seeds 0 1 2] [--batch-sizes 1 2 4] \\
+        [--config config/config.yaml] [--workers 2] [--work DIR] [--out seeds.json]
+"""
+
+from __future__ import annotations
+
+import os.path
+import sys
+
+# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import tempfile  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+KINDS = ("value bin", "interval", "other")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", required=True, help="a finished workflow run (results/<name>): tokens, tune/")
+    p.add_argument("--config", default="config/config.yaml", help="the config that run was made with")
+    p.add_argument("--cells", nargs="+", default=["C4p5e11_d48L2", "C4p5e11_d64L2"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4], help="rows per step")
+    p.add_argument("--workers", type=int, default=2, help="training processes, one torch thread each")
+    p.add_argument("--work", help="directory for the runs (default: a new temporary one); finished runs are kept")
+    p.add_argument("--out", help="write the figures to this JSON")
+    return p.parse_args(argv)
+
+
+def _kind(token: str) -> str:
+    from ehrscale.vocab import token_group
+
+    group = token_group(token)
+    return {"QUANTILE": "value bin", "INTERVAL": "interval"}.get(group, "other")
+
+
+def loss_by_kind(model_file: Path, tokens_dir: Path, context_length: int, settings) -> dict[str, dict]:
+    """Mean validation loss per target kind, on the fixed windows every cell is scored on."""
+    import torch
+    import torch.nn.functional as F
+
+    from ehrscale.model import load_model
+    from ehrscale.store import read_vocab_tokens
+    from ehrscale.train import fixed_validation_batches
+
+    kinds = [_kind(t) for t in read_vocab_tokens(tokens_dir)]
+    kind_of = torch.tensor([KINDS.index(k) for k in kinds])
+    model, _ = load_model(model_file)
+    total, count = torch.zeros(len(KINDS), dtype=torch.float64), torch.zeros(len(KINDS), dtype=torch.float64)
+    with torch.no_grad():
+        for b in fixed_validation_batches(tokens_dir, context_length, settings):
+            logits, _ = model(b.inputs, None, b.positions, b.segments)
+            keep = b.targets.reshape(-1) >= 0
+            target = b.targets.reshape(-1)[keep]
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1))[keep], target, reduction="none")
+            k = kind_of[target]
+            total.index_add_(0, k, loss.double())
+            count.index_add_(0, k, torch.ones_like(loss, dtype=torch.float64))
+    n = float(count.sum())
+    return {name: {"share": float(count[i]) / n, "mean_loss": float(total[i] / count[i]) if count[i] else None}
+            for i, name in enumerate(KINDS)}
+
+
+def _job(run_dir: str, config_path: str, cell_id: str, seed: int, rows: int, out: str) -> dict:
+    import torch
+
+    from ehrscale.config import load_config
+    from ehrscale.grid import plan_from_config
+    from ehrscale.io import load_settings
+    from ehrscale.model import ModelSettings
+    from ehrscale.train import TrainSettings, read_tuned_lr, train_cell
+
+    torch.set_num_threads(1)
+    run, out = Path(run_dir), Path(out)
+    config = load_config(config_path)
+    cells = {c.id: c for c in plan_from_config(config, run / "tokens")[0]}
+    if cell_id not in cells:
+        raise SystemExit(f"{cell_id} is not a cell of {config_path}'s grid; cells: {sorted(cells)}")
+    cell = cells[cell_id]
+    model = load_settings(ModelSettings, config.get("model"), "model")
+    base = load_settings(TrainSettings, config.get("train"), "train")
+    settings = dataclasses.replace(base, seed=seed, batch_size=rows, threads=1, progress_seconds=3600.0,
+                                   checkpoint_minutes=1e9, learning_rate=read_tuned_lr(run / "tune" / f"{cell.size}.json"))
+    if not (out / "metrics.json").exists():  # a rerun with the same --work keeps finished runs
+        assert train_cell(run / "tokens", out, cell, model, settings) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    by_kind = loss_by_kind(out / "model.pt", run / "tokens", model.context_length, settings)
+    return {"cell": cell_id, "seed": seed, "rows": rows, "val_loss": metrics["val_loss"],
+            "batch_size": metrics["batch_size"], "learning_rate": metrics["learning_rate"],
+            "schedule": metrics["schedule"], "by_kind": by_kind}
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Per (cell, rows): the seeds' losses, mean and range, and the mean loss per target kind."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in runs:
+        groups.setdefault((r["cell"], r["rows"]), []).append(r)
+    out = []
+    for (cell, rows), rs in sorted(groups.items()):
+        losses = [r["val_loss"] for r in sorted(rs, key=lambda r: r["seed"])]
+        out.append({"cell": cell, "rows": rows, "seeds": [r["seed"] for r in sorted(rs, key=lambda r: r["seed"])],
+                    "losses": losses, "mean": sum(losses) / len(losses), "range": max(losses) - min(losses),
+                    "by_kind": {k: [r["by_kind"][k]["mean_loss"] for r in sorted(rs, key=lambda r: r["seed"])]
+                                for k in KINDS}})
+    return out
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    work = Path(args.work or tempfile.mkdtemp(prefix="ehrscale-seeds-"))
+    jobs = [(str(Path(args.run)), args.config, c, s, b, str(work / f"{c}_b{b}_s{s}"))
+            for c in args.cells for b in args.batch_sizes for s in args.seeds]
+    print(f"[seeds] {len(jobs)} runs in {args.workers} processes, work {work}", flush=True)
+    with ProcessPoolExecutor(args.workers) as ex:
+        runs = list(ex.map(_job, *zip(*jobs)))
+    rows = summarise(runs)
+    shares = runs[0]["by_kind"]
+    print("\ncell            rows  seeds' losses              mean    range   value-bin loss by seed")
+    for r in rows:
+        print(f"{r['cell']:15s} {r['rows']:4d}  {' '.join(f'{x:.4f}' for x in r['losses']):26s} {r['mean']:.4f}  "
+              f"{r['range']:.4f}  {' '.join(f'{x:.3f}' for x in r['by_kind']['value bin'])}")
+    print("validation targets: " + ", ".join(f"{k} {v['share']:.1%}" for k, v in shares.items())
+          + " (a value bin's uniform guess is ln 10 = 2.303)")
+    if args.out:
+        Path(args.out).write_text(json.dumps({"settings": vars(args), "runs": runs, "summary": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
