@@ -26,6 +26,19 @@ def default() -> dict:
     return yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
 
 
+def test_the_paper_preset_does_not_inherit_the_cpu_batch_cap():
+    """Snakemake lays --configfile over config/config.yaml, so a key a preset leaves out comes from the default."""
+    from snakemake.utils import update_config
+
+    from ehrscale.io import load_settings
+    from ehrscale.train import TrainSettings
+
+    merged = default()
+    update_config(merged, yaml.safe_load((ROOT / "config" / "mimic-iv.yaml").read_text()))
+    assert default()["train"]["max_batch_size"] < TrainSettings().max_batch_size  # what would leak
+    assert load_settings(TrainSettings, merged["train"], "train").max_batch_size == TrainSettings().max_batch_size
+
+
 @pytest.mark.parametrize(
     "edit, message",
     [
