@@ -29,8 +29,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
+import multiprocessing  # noqa: E402
 import tempfile  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 KINDS = ("value bin", "interval", "other")
@@ -83,33 +84,53 @@ def loss_by_kind(model_file: Path, tokens_dir: Path, context_length: int, settin
             for i, name in enumerate(KINDS)}
 
 
-def _job(run_dir: str, config_path: str, cell_id: str, seed: int, rows: int, out: str) -> dict:
+def _job(tokens: str, out: str, cell, model, settings) -> dict:
+    """Train one (cell, seed, rows) run, or keep a finished one of the same settings, and score it."""
     import torch
 
+    from ehrscale.train import train_cell
+
+    torch.set_num_threads(1)
+    tokens, out = Path(tokens), Path(out)
+    if not (out / "metrics.json").exists():  # a rerun with the same --work keeps finished runs
+        assert train_cell(tokens, out, cell, model, settings) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    expected = {"cell": cell.id, "tokens": cell.tokens, "seed": settings.seed, "batch_size": settings.batch_size,
+                "learning_rate": settings.learning_rate, "schedule": settings.schedule}
+    found = {k: metrics.get(k) for k in expected}
+    if found != expected:
+        raise SystemExit(f"{out} holds a run of other settings ({found} != {expected}); give a new --work")
+    return {"cell": cell.id, "seed": settings.seed, "rows": settings.batch_size, "val_loss": metrics["val_loss"],
+            "learning_rate": settings.learning_rate, "schedule": settings.schedule,
+            "by_kind": loss_by_kind(out / "model.pt", tokens, model.context_length, settings)}
+
+
+def plan_jobs(args, work: Path) -> list[tuple]:
+    """(tokens, out, cell, model, settings) per run: the run's config and tuned LR, the seed and rows changed."""
     from ehrscale.config import load_config
     from ehrscale.grid import plan_from_config
     from ehrscale.io import load_settings
     from ehrscale.model import ModelSettings
-    from ehrscale.train import TrainSettings, read_tuned_lr, train_cell
+    from ehrscale.train import TrainSettings, read_tuned_lr
 
-    torch.set_num_threads(1)
-    run, out = Path(run_dir), Path(out)
-    config = load_config(config_path)
+    run = Path(args.run)
+    config = load_config(args.config)
     cells = {c.id: c for c in plan_from_config(config, run / "tokens")[0]}
-    if cell_id not in cells:
-        raise SystemExit(f"{cell_id} is not a cell of {config_path}'s grid; cells: {sorted(cells)}")
-    cell = cells[cell_id]
+    unknown = sorted(set(args.cells) - set(cells))
+    if unknown:
+        raise SystemExit(f"{unknown} are not cells of {args.config}'s grid; cells: {sorted(cells)}")
     model = load_settings(ModelSettings, config.get("model"), "model")
-    base = load_settings(TrainSettings, config.get("train"), "train")
-    settings = dataclasses.replace(base, seed=seed, batch_size=rows, threads=1, progress_seconds=3600.0,
-                                   checkpoint_minutes=1e9, learning_rate=read_tuned_lr(run / "tune" / f"{cell.size}.json"))
-    if not (out / "metrics.json").exists():  # a rerun with the same --work keeps finished runs
-        assert train_cell(run / "tokens", out, cell, model, settings) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    by_kind = loss_by_kind(out / "model.pt", run / "tokens", model.context_length, settings)
-    return {"cell": cell_id, "seed": seed, "rows": rows, "val_loss": metrics["val_loss"],
-            "batch_size": metrics["batch_size"], "learning_rate": metrics["learning_rate"],
-            "schedule": metrics["schedule"], "by_kind": by_kind}
+    base = dataclasses.replace(load_settings(TrainSettings, config.get("train"), "train"), threads=1,
+                               progress_seconds=3600.0, checkpoint_minutes=1e9)
+    jobs = []
+    for cell_id in args.cells:
+        cell = cells[cell_id]
+        lr = read_tuned_lr(run / "tune" / f"{cell.size}.json")
+        for rows in args.batch_sizes:
+            for seed in args.seeds:
+                settings = dataclasses.replace(base, seed=seed, batch_size=rows, learning_rate=lr)
+                jobs.append((str(run / "tokens"), str(work / f"{cell_id}_b{rows}_s{seed}"), cell, model, settings))
+    return jobs
 
 
 def summarise(runs: list[dict]) -> list[dict]:
@@ -127,20 +148,29 @@ def summarise(runs: list[dict]) -> list[dict]:
     return out
 
 
+def _fmt(x: float | None, digits: int) -> str:
+    return "n/a" if x is None else f"{x:.{digits}f}"
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="ehrscale-seeds-"))
-    jobs = [(str(Path(args.run)), args.config, c, s, b, str(work / f"{c}_b{b}_s{s}"))
-            for c in args.cells for b in args.batch_sizes for s in args.seeds]
+    jobs = plan_jobs(args, work)
     print(f"[seeds] {len(jobs)} runs in {args.workers} processes, work {work}", flush=True)
-    with ProcessPoolExecutor(args.workers) as ex:
-        runs = list(ex.map(_job, *zip(*jobs)))
+    runs = []
+    # spawn, not fork: torch's thread pools do not survive a fork
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
+        for future in as_completed([ex.submit(_job, *job) for job in jobs]):
+            runs.append(future.result())
+            r = runs[-1]
+            print(f"[seeds] {len(runs)}/{len(jobs)} {r['cell']} rows {r['rows']} seed {r['seed']}: "
+                  f"{r['val_loss']:.4f}", flush=True)
     rows = summarise(runs)
-    shares = runs[0]["by_kind"]
     print("\ncell            rows  seeds' losses              mean    range   value-bin loss by seed")
     for r in rows:
         print(f"{r['cell']:15s} {r['rows']:4d}  {' '.join(f'{x:.4f}' for x in r['losses']):26s} {r['mean']:.4f}  "
-              f"{r['range']:.4f}  {' '.join(f'{x:.3f}' for x in r['by_kind']['value bin'])}")
+              f"{r['range']:.4f}  {' '.join(_fmt(x, 3) for x in r['by_kind']['value bin'])}")
+    shares = runs[0]["by_kind"]
     print("validation targets: " + ", ".join(f"{k} {v['share']:.1%}" for k, v in shares.items())
           + " (a value bin's uniform guess is ln 10 = 2.303)")
     if args.out:

@@ -377,7 +377,6 @@ def test_seed_bench_splits_the_validation_loss_by_target_kind(grid, tmp_path):
     targets = targets[targets >= 0]
     assert by_kind["value bin"]["share"] == pytest.approx(((targets >= 10) & (targets < 20)).double().mean().item())
     assert by_kind["interval"]["share"] == pytest.approx(((targets >= 20) & (targets < 22)).double().mean().item())
-    assert sum(k["share"] for k in by_kind.values()) == pytest.approx(1.0)
     mean = sum(k["share"] * k["mean_loss"] for k in by_kind.values())
     assert mean == pytest.approx(_metrics(run)["val_loss"], rel=1e-5)
     rows = seeds.summarise([{"cell": "c", "rows": 2, "seed": s, "val_loss": v, "by_kind": by_kind}
