@@ -20,8 +20,8 @@ e.g. from a pilot fit). Sizes come from one geometric ladder of target sizes
 what lets a WSD stable phase serve several cells), and ``size_for_params`` turns each
 target into a depth, width and head count. ``model_sizes`` is then not used.
 
-A cell is also dropped when even one row per step gives it fewer than ``train.min_steps``
-optimizer steps (the batch rule, ``ehrscale.train.batch_size_for``, is fixed per size).
+A cell is also dropped when its size's rows per step (``ehrscale.train.batch_size_for``,
+fixed per size) give it fewer than ``train.min_steps`` optimizer steps.
 
 Config sections read by ``ehrscale plan --config`` (YAML):
 
