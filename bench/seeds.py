@@ -10,7 +10,7 @@ where a spread lives.
 
 Why: the default config caps rows per step at 2 (``train.max_batch_size``). At 4 rows the
 largest sizes' losses split by seed, by up to 0.09 nats, almost all of it on the value bins
-(docs/wsd.md, "Rows per step").
+(docs/wsd.md, "Rows per step and seven sizes per budget").
 
     .venv/bin/python bench/seeds.py --run results/synthetic \\
         [--cells C4p5e11_d48L2 C4p5e11_d64L2] [--seeds 0 1 2] [--batch-sizes 1 2 4] \\
@@ -33,6 +33,9 @@ import multiprocessing  # noqa: E402
 import tempfile  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from ehrscale.errors import EhrscaleError  # noqa: E402
+from ehrscale.io import write_json  # noqa: E402
 
 KINDS = ("value bin", "interval", "other")
 
@@ -140,11 +143,11 @@ def summarise(runs: list[dict]) -> list[dict]:
         groups.setdefault((r["cell"], r["rows"]), []).append(r)
     out = []
     for (cell, rows), rs in sorted(groups.items()):
-        losses = [r["val_loss"] for r in sorted(rs, key=lambda r: r["seed"])]
-        out.append({"cell": cell, "rows": rows, "seeds": [r["seed"] for r in sorted(rs, key=lambda r: r["seed"])],
+        rs = sorted(rs, key=lambda r: r["seed"])
+        losses = [r["val_loss"] for r in rs]
+        out.append({"cell": cell, "rows": rows, "seeds": [r["seed"] for r in rs],
                     "losses": losses, "mean": sum(losses) / len(losses), "range": max(losses) - min(losses),
-                    "by_kind": {k: [r["by_kind"][k]["mean_loss"] for r in sorted(rs, key=lambda r: r["seed"])]
-                                for k in KINDS}})
+                    "by_kind": {k: [r["by_kind"][k]["mean_loss"] for r in rs] for k in KINDS}})
     return out
 
 
@@ -155,16 +158,20 @@ def _fmt(x: float | None, digits: int) -> str:
 def main(argv=None) -> int:
     args = parse_args(argv)
     work = Path(args.work or tempfile.mkdtemp(prefix="ehrscale-seeds-"))
-    jobs = plan_jobs(args, work)
+    try:
+        jobs = plan_jobs(args, work)
+    except EhrscaleError as err:  # a missing run, token store or tune result
+        raise SystemExit(f"bench/seeds.py: {err}") from None
     print(f"[seeds] {len(jobs)} runs in {args.workers} processes, work {work}", flush=True)
-    runs = []
     # spawn, not fork: torch's thread pools do not survive a fork
     with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as ex:
-        for future in as_completed([ex.submit(_job, *job) for job in jobs]):
-            runs.append(future.result())
-            r = runs[-1]
-            print(f"[seeds] {len(runs)}/{len(jobs)} {r['cell']} rows {r['rows']} seed {r['seed']}: "
+        futures = {ex.submit(_job, *job): i for i, job in enumerate(jobs)}
+        done = {}
+        for future in as_completed(futures):
+            r = done[futures[future]] = future.result()
+            print(f"[seeds] {len(done)}/{len(jobs)} {r['cell']} rows {r['rows']} seed {r['seed']}: "
                   f"{r['val_loss']:.4f}", flush=True)
+    runs = [done[i] for i in range(len(jobs))]  # job order, not finishing order: the same JSON every time
     rows = summarise(runs)
     print("\ncell            rows  seeds' losses              mean    range   value-bin loss by seed")
     for r in rows:
@@ -174,7 +181,7 @@ def main(argv=None) -> int:
     print("validation targets: " + ", ".join(f"{k} {v['share']:.1%}" for k, v in shares.items())
           + " (a value bin's uniform guess is ln 10 = 2.303)")
     if args.out:
-        Path(args.out).write_text(json.dumps({"settings": vars(args), "runs": runs, "summary": rows}, indent=1))
+        write_json(args.out, {"settings": vars(args), "runs": runs, "summary": rows})
     return 0
 
 
