@@ -69,8 +69,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.io import atomic_dir
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.files import atomic_dir
+from ehrscale.synth.patient import ChunkRows, simulate_patient
+from ehrscale.synth.writer import Streams
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +120,6 @@ def summarize(counts: dict[str, int], rows: dict[str, int], n_patients: int, sec
 
 def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> dict:
     """Write a synthetic cohort of ``n_patients`` to ``out_dir`` (replaced atomically); return a summary."""
-    from ehrscale.synth.patient import ChunkRows, simulate_patient
-    from ehrscale.synth.writer import Streams
-
     n_patients = _check_int("n_patients (--patients)", n_patients, 1)
     seed = _check_int("seed (--seed)", seed, 0)
     chunk_size = _check_int("chunk_size (--chunk-size)", chunk_size, 1)

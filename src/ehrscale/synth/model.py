@@ -8,6 +8,8 @@ scale for the labs marked ``log``.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Chronic conditions, in the order their liabilities are drawn (later ones depend on earlier).
@@ -15,6 +17,20 @@ CONDITIONS = ("hypertension", "diabetes", "cad", "ckd", "heart_failure", "afib",
 C = {name: i for i, name in enumerate(CONDITIONS)}
 # Weight of each condition in the disease burden score.
 BURDEN_WEIGHT = np.array([0.4, 0.8, 0.8, 1.2, 1.4, 0.7, 1.0, 1.4, 1.4])
+
+
+def burden_z(active: np.ndarray, alcohol: bool) -> float:
+    """Standardised chronic burden: weighted count of the active conditions, plus alcohol use."""
+    return (float(BURDEN_WEIGHT[active].sum()) + 0.5 * alcohol - 1.6) / 1.3
+
+
+def age_z(age: float) -> float:
+    return (age - 62) / 17
+
+
+def sigmoid(x: float) -> float:
+    """Logistic link of the outcome models (ICU, death, readmission)."""
+    return 1.0 / (1.0 + math.exp(-x))
 
 # condition -> ((icd10, icd9) diagnosis codes recorded when present, maintenance drugs)
 CHRONIC = {
@@ -168,6 +184,11 @@ PROBLEMS = {
                        apr=("280", "ALCOHOLIC LIVER DISEASE")),
 }
 PROBLEM_NAMES = tuple(PROBLEMS)
+# Problem rates as arrays: base weight per problem, and the extra weight per active condition
+# (rows CONDITIONS + alcohol, columns PROBLEM_NAMES).
+PROBLEM_WEIGHT = np.array([PROBLEMS[p]["weight"] for p in PROBLEM_NAMES])
+PROBLEM_COND_WEIGHT = np.array([[PROBLEMS[p]["cond"].get(c, 0.0) for p in PROBLEM_NAMES]
+                                for c in CONDITIONS + ("alcohol",)])
 # Elective operations: (dx (icd10, icd9), px (icd10, icd9), service, ward, icu weight)
 SURGERIES = [
     (("M170", "71516"), ("0SRD0J9", "8154"), "ORTHO", "Med/Surg", -0.8,
@@ -220,6 +241,25 @@ CHRONIC_LAB_SHIFT = {
     "alcohol": {51250: 1.5, 50878: 1.0, 51265: -0.7},
 }
 GENERIC_ACUTE = {50813: 0.5, 50912: 0.3, 51301: 0.3, 50862: -0.4, 50820: -0.4, 51006: 0.3}
+
+# The lab tables as vectors over LAB_IDS, the form the simulator draws with.
+N_LABS = len(LAB_IDS)
+LAB_CENTRE = np.array([v[3] for v in LABS.values()])
+LAB_SCALE = np.array([v[4] for v in LABS.values()])
+LAB_LOG = np.array([v[5] for v in LABS.values()])
+
+
+def _lab_vec(effects: dict[int, float]) -> np.ndarray:
+    out = np.zeros(N_LABS)
+    for itemid, v in effects.items():
+        out[LAB_IDX[itemid]] += v
+    return out
+
+
+CHRONIC_LAB_VEC = {name: _lab_vec(eff) for name, eff in CHRONIC_LAB_SHIFT.items()}
+ACUTE_LAB_VEC = {name: _lab_vec(p["labs"]) + _lab_vec(GENERIC_ACUTE) for name, p in PROBLEMS.items()}
+PANEL_MASK = {name: np.isin(LAB_IDS, ids) for name, ids in PANELS.items()}
+CORE_MASK = np.isin(LAB_IDS, CORE)
 
 # ICU vitals (chartevents): itemid -> (uom, decimals)
 VITALS = {220045: ("bpm", 0), 220179: ("mmHg", 0), 220180: ("mmHg", 0), 220181: ("mmHg", 0),

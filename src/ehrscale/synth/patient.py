@@ -12,37 +12,10 @@ import math
 import numpy as np
 
 from ehrscale.synth import model as m
+from ehrscale.synth.admission import simulate_admission
+from ehrscale.synth.ids import DAY, MAX_ADM, SUBJECT_BASE
 
-SUBJECT_BASE, HADM_BASE, STAY_BASE = 10_000_000, 20_000_000, 30_000_000
-MAX_ADM = 50  # admissions per patient (ids reserve this many slots)
-MAX_DRAWS = 60  # lab draws per admission
-DAY = 86400.0
 _YEAR0 = {y: int(np.datetime64(f"{y}-01-01T00:00:00", "s").astype(np.int64)) for y in range(2100, 2300)}
-_NL = len(m.LAB_IDS)
-_CENTRE = np.array([v[3] for v in m.LABS.values()])
-_SCALE = np.array([v[4] for v in m.LABS.values()])
-_LOG = np.array([v[5] for v in m.LABS.values()])
-_L = m.LAB_IDX
-
-
-def _vec(effects: dict[int, float]) -> np.ndarray:
-    out = np.zeros(_NL)
-    for itemid, v in effects.items():
-        out[_L[itemid]] += v
-    return out
-
-
-_CHRONIC_VEC = {name: _vec(eff) for name, eff in m.CHRONIC_LAB_SHIFT.items()}
-_ACUTE_VEC = {name: _vec(p["labs"]) + _vec(m.GENERIC_ACUTE) for name, p in m.PROBLEMS.items()}
-_PANEL_MASK = {name: np.isin(m.LAB_IDS, ids) for name, ids in m.PANELS.items()}
-_CORE_MASK = np.isin(m.LAB_IDS, m.CORE)
-_BASE_W = np.array([m.PROBLEMS[p]["weight"] for p in m.PROBLEM_NAMES])
-_COND_W = np.array([[m.PROBLEMS[p]["cond"].get(c, 0.0) for p in m.PROBLEM_NAMES]
-                    for c in m.CONDITIONS + ("alcohol",)])
-
-
-def sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
 
 
 class ChunkRows:
@@ -109,7 +82,7 @@ class _Patient:
         r = rng
         self.male = r.random() < 0.49
         self.age0 = float(np.clip(r.normal(62, 17), 18, 91))
-        az = (self.age0 - 62) / 17
+        az = m.age_z(self.age0)
         self.M, self.z = r.normal(), r.normal()  # metabolic factor, frailty
         self.smoker = r.random() < 0.26 + 0.08 * self.male
         self.alcohol = r.random() < 0.05 + 0.05 * self.male
@@ -136,7 +109,7 @@ class _Patient:
         # Which maintenance drugs this patient takes for each condition (stable over years).
         self.regimen = {c: [d for k, d in enumerate(m.CHRONIC[c][1]) if k == 0 or r.random() < 0.45] for c in m.CONDITIONS}
         self.noise_dx = [code for code in m.NOISE_DX if r.random() < 0.15]
-        self.lab_re = r.normal(0, 0.35, _NL)  # persistent individual lab offsets
+        self.lab_re = r.normal(0, 0.35, m.N_LABS)  # persistent individual lab offsets
         self.height = 64.0 + 5.5 * self.male + r.normal(0, 2.5)
         self.weight = 165 + 22 * self.M + 25 * self.male + r.normal(0, 20)
         self.marital = m.MARITAL[r.choice(5, p=[0.42, 0.3, 0.13, 0.1, 0.05])]
@@ -166,8 +139,6 @@ class _Patient:
 def simulate_patient(seed: int, i: int, out: ChunkRows) -> None:
     rng = np.random.default_rng([seed, i])
     pt = _Patient(rng, i)
-    from ehrscale.synth.admission import simulate_admission  # local: avoid import cycle
-
     t, k, dod, prev_loc = pt.t0, 0, None, None
     last_disch = None
     while k < MAX_ADM and t < pt.end:
@@ -177,13 +148,12 @@ def simulate_patient(seed: int, i: int, out: ChunkRows) -> None:
         if res["died"]:
             dod = res["disch"]
             break
-        active = pt.active(res["disch"])
-        bz = (float(m.BURDEN_WEIGHT[active].sum()) + 0.5 * pt.alcohol - 1.6) / 1.3
-        az = (pt.age0 + (res["disch"] - pt.t0) / 365.25 - 62) / 17
+        bz = m.burden_z(pt.active(res["disch"]), pt.alcohol)
+        az = m.age_z(pt.age0 + (res["disch"] - pt.t0) / 365.25)
         loc = res["loc"]
         loc_eff = {"SKILLED NURSING FACILITY": 0.4, "AGAINST ADVICE": 1.2, "CHRONIC/LONG TERM ACUTE CARE": 0.5,
                    "HOME HEALTH CARE": 0.2}.get(loc, 0.0)
-        p_re = sigmoid(-2.5 + 0.9 * bz + 0.3 * res["s"] + 0.8 * res["unresolved"] + 0.4 * pt.z + loc_eff
+        p_re = m.sigmoid(-2.5 + 0.9 * bz + 0.3 * res["s"] + 0.8 * res["unresolved"] + 0.4 * pt.z + loc_eff
                        + 0.5 * pt.alcohol)
         if pt.r.random() < p_re:
             gap = 1.0 + 28.0 * rng.beta(1.1, 2.0)
