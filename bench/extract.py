@@ -79,7 +79,7 @@ def bare_scan(raw: Path, tables: list[str]) -> float:
 
 def timed_extract(raw: Path, out: Path) -> tuple[float, float, dict]:
     code = (
-        "import json, resource, sys, time; from ehrscale.extract import extract; "
+        "import json, resource, sys, time; from ehrscale.extract.raw import extract; "
         "t = time.perf_counter(); r = extract(sys.argv[1], sys.argv[2]); "
         "print('RESULT', json.dumps({'seconds': time.perf_counter() - t, 'result': r, "
         "'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))"

@@ -47,7 +47,7 @@ def child_cpu(code: str) -> float:
 
 def forward_both(model, split, windows, n_rows: int, batch_tokens: int, full: bool = True) -> tuple[np.ndarray, dict]:
     """The embeddings (read-positions-only forward) and the CPU seconds of both forwards, on the same batches."""
-    from ehrscale.vocab import STATIC_PREFIX_LEN
+    from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
 
     lengths = np.array([STATIC_PREFIX_LEN + e - c for _, c, e, _, _ in windows], np.int64)
     order = np.argsort(-lengths, kind="stable")
@@ -120,12 +120,13 @@ def main() -> None:
     ap.add_argument("--no-full", action="store_true", help="skip the full-forward baseline")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from ehrscale.model import load_model
-    from ehrscale.probe import ProbeSettings, probe_examples
+    from ehrscale.extract.splits import SPLITS
+    from ehrscale.model.gpt import load_model
     from ehrscale.probe.embed import plan_windows
-    from ehrscale.splits import SPLITS
-    from ehrscale.store import TokenSplit
-    from ehrscale.vocab import STATIC_PREFIX_LEN
+    from ehrscale.probe.examples import probe_examples
+    from ehrscale.probe.settings import ProbeSettings
+    from ehrscale.tokens.store import TokenSplit
+    from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
 
     settings = ProbeSettings(**json.loads(args.settings))
     startup = {cmd: child_cpu(f"import ehrscale.probe.{mod}") for cmd, mod in (("embed", "embed"), ("probe", "linear"))}

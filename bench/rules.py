@@ -47,7 +47,7 @@ def old_rules(cell, ctx: int, base):
 
 def _train(job) -> str:
     tokens, out, cell, model, settings = job
-    from ehrscale.train import train_cell
+    from ehrscale.train.trainer import train_cell
 
     if not (Path(out) / "metrics.json").exists():
         train_cell(tokens, out, cell, model, settings)
@@ -55,11 +55,11 @@ def _train(job) -> str:
 
 
 def main(argv=None) -> int:
-    from ehrscale.config import load_config
-    from ehrscale.grid import plan_from_config
-    from ehrscale.io import load_settings
-    from ehrscale.model import ModelSettings
-    from ehrscale.train import TrainSettings
+    from ehrscale.core.config import load_config
+    from ehrscale.core.settings import load_settings
+    from ehrscale.model.config import ModelSettings
+    from ehrscale.plan.grid import plan_from_config
+    from ehrscale.plan.rules import TrainSettings
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="config/config.yaml")

@@ -34,8 +34,8 @@ import tempfile  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from ehrscale.errors import EhrscaleError  # noqa: E402
-from ehrscale.io import write_json  # noqa: E402
+from ehrscale.core.errors import EhrscaleError  # noqa: E402
+from ehrscale.core.files import write_json  # noqa: E402
 
 KINDS = ("value bin", "interval", "other")
 
@@ -54,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def _kind(token: str) -> str:
-    from ehrscale.vocab import token_group
+    from ehrscale.tokens.vocab import token_group
 
     group = token_group(token)
     return {"QUANTILE": "value bin", "INTERVAL": "interval"}.get(group, "other")
@@ -65,9 +65,9 @@ def loss_by_kind(model_file: Path, tokens_dir: Path, context_length: int, settin
     import torch
     import torch.nn.functional as F
 
-    from ehrscale.model import load_model
-    from ehrscale.store import read_vocab_tokens
-    from ehrscale.train import fixed_validation_batches
+    from ehrscale.model.gpt import load_model
+    from ehrscale.tokens.store import read_vocab_tokens
+    from ehrscale.train.trainer import fixed_validation_batches
 
     kinds = [_kind(t) for t in read_vocab_tokens(tokens_dir)]
     kind_of = torch.tensor([KINDS.index(k) for k in kinds])
@@ -91,7 +91,7 @@ def _job(tokens: str, out: str, cell, model, settings) -> dict:
     """Train one (cell, seed, rows) run, or keep a finished one of the same settings, and score it."""
     import torch
 
-    from ehrscale.train import train_cell
+    from ehrscale.train.trainer import train_cell
 
     torch.set_num_threads(1)
     tokens, out = Path(tokens), Path(out)
@@ -110,11 +110,12 @@ def _job(tokens: str, out: str, cell, model, settings) -> dict:
 
 def plan_jobs(args, work: Path) -> list[tuple]:
     """(tokens, out, cell, model, settings) per run: the run's config and tuned LR, the seed and rows changed."""
-    from ehrscale.config import load_config
-    from ehrscale.grid import plan_from_config
-    from ehrscale.io import load_settings
-    from ehrscale.model import ModelSettings
-    from ehrscale.train import TrainSettings, read_tuned_lr
+    from ehrscale.core.config import load_config
+    from ehrscale.core.settings import load_settings
+    from ehrscale.model.config import ModelSettings
+    from ehrscale.plan.grid import plan_from_config
+    from ehrscale.plan.rules import TrainSettings
+    from ehrscale.train.tune import read_tuned_lr
 
     run = Path(args.run)
     config = load_config(args.config)

@@ -91,8 +91,8 @@ def run_tokenize(meds: Path, tokens: Path) -> dict:
 def encode_only(meds: Path, tokens: Path) -> dict:
     """Throughput of the shard encoder alone (vocab already fitted, no disk writes)."""
     sys.path.insert(0, str(ROOT / "src"))
-    from ehrscale.tokenize import COLUMNS, CodeTable, encode_table
-    from ehrscale.vocab import Vocab
+    from ehrscale.tokens.encode import COLUMNS, CodeTable, encode_table
+    from ehrscale.tokens.vocab import Vocab
 
     vocab = Vocab.load(tokens)
     codes = CodeTable(vocab)

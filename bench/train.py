@@ -36,8 +36,9 @@ import torch
 
 
 def build_batches(args) -> list:
-    from ehrscale.data import WindowStream, write_synthetic_tokens
-    from ehrscale.store import TokenSplit
+    from ehrscale.tokens.store import TokenSplit
+    from ehrscale.tokens.toy import write_synthetic_tokens
+    from ehrscale.train.data import WindowStream
 
     tmp = tempfile.mkdtemp(prefix="ehrscale-bench-")
     write_synthetic_tokens(tmp, vocab_size=args.vocab, n_subjects={"train": 300, "tuning": 2, "held_out": 2},
@@ -51,7 +52,8 @@ def build_batches(args) -> list:
 
 
 def make_ours(args, device):
-    from ehrscale.model import GPT, GPTConfig
+    from ehrscale.model.config import GPTConfig
+    from ehrscale.model.gpt import GPT
 
     cfg = GPTConfig(vocab_size=args.vocab, n_layer=args.n_layer, d_model=args.d_model, n_head=args.n_head,
                     context_length=args.context)

@@ -115,7 +115,7 @@ def _chain_job(tokens, states: list[tuple[int, str]], size, size_def, model, set
     """One size's stable chain: a segment to each branch point in turn; the last state's tokens and time."""
     import torch
 
-    from ehrscale.train import train_stable
+    from ehrscale.train.trainer import train_stable
 
     start = None
     for until, path in states:
@@ -132,7 +132,7 @@ def _cooldown_job(tokens, out, cell, model, settings, branch) -> dict:
 
 def _cell_job(tokens, out, cell, model, settings, branch) -> dict:
     """A cell (a cooldown when ``branch`` is given); a finished one in ``--work`` is kept (a rerun continues)."""
-    from ehrscale.train import train_cell
+    from ehrscale.train.trainer import train_cell
 
     metrics = Path(out) / "metrics.json"
     if not metrics.exists():
@@ -189,8 +189,8 @@ class _Runner:
 
 
 def _plan(args, vocab_size, train_tokens, budgets, settings):
-    from ehrscale.grid import GridSettings, plan_cells
-    from ehrscale.model import ModelSettings
+    from ehrscale.model.config import ModelSettings
+    from ehrscale.plan.grid import GridSettings, plan_cells
 
     centre = {"params": args.centre_params, "budget": args.centre_budget, "exponent": args.exponent,
               "per_budget": args.per_budget, "spacing": args.spacing}
@@ -202,9 +202,10 @@ def _plan(args, vocab_size, train_tokens, budgets, settings):
 
 def _fit(metrics_paths, bootstrap: int, starts: int) -> dict:
     """a and b as ``ehrscale fit`` reports them (its headline), both approaches."""
-    from ehrscale.errors import EhrscaleError
-    from ehrscale.fit import FitSettings, fit_points
+    from ehrscale.core.errors import EhrscaleError
+    from ehrscale.fit.loss import fit_points
     from ehrscale.fit.points import load_points
+    from ehrscale.fit.settings import FitSettings
 
     settings = FitSettings(bootstrap=bootstrap, approach2_bootstrap=bootstrap, epoch_bootstrap=0, calibration_sims=0,
                            backtest=False, n_starts=starts)
@@ -259,11 +260,12 @@ def run_twins(args) -> dict:
     """Twin mode: cosine twins of a finished WSD run's cells, with the run's own settings."""
     import torch
 
-    from ehrscale.config import load_config
-    from ehrscale.grid import plan_from_config, stable_chains, trained_tokens
-    from ehrscale.io import load_settings
-    from ehrscale.model import ModelSettings
-    from ehrscale.train import TrainSettings, learning_rate_for, read_tuned_lr
+    from ehrscale.core.config import load_config
+    from ehrscale.core.settings import load_settings
+    from ehrscale.model.config import ModelSettings
+    from ehrscale.plan.grid import plan_from_config, stable_chains, trained_tokens
+    from ehrscale.plan.rules import TrainSettings, learning_rate_for
+    from ehrscale.train.tune import read_tuned_lr
 
     run_dir, work = Path(args.run), Path(args.work or tempfile.mkdtemp(prefix="ehrscale-wsd-twins-"))
     tokens = run_dir / "tokens"
@@ -300,8 +302,8 @@ def run_twins(args) -> dict:
             runner.submit(c.id, _cosine_job, str(tokens), str(work / "cosine" / c.id), c, model, twin[c.id])
 
     if mults:  # each size's sweep first; its twins follow once its runs are in
-        from ehrscale.grid import smallest_cells
-        from ehrscale.tune import choose
+        from ehrscale.plan.grid import smallest_cells
+        from ehrscale.train.tune import choose
 
         first = smallest_cells(all_cells)  # the workflow's tune cell of each size
         pending = {size: len(mults) for size in lr}
@@ -364,15 +366,15 @@ def run_twins(args) -> dict:
 
 
 def run(args) -> dict:
-    from ehrscale.grid import size_definition, stable_chains, trained_tokens
-    from ehrscale.model import ModelSettings
-    from ehrscale.store import read_stats, target_tokens_from_stats
-    from ehrscale.train import TrainSettings, branch_point
+    from ehrscale.model.config import ModelSettings
+    from ehrscale.plan.grid import size_definition, stable_chains, trained_tokens
+    from ehrscale.plan.rules import TrainSettings, branch_point
+    from ehrscale.tokens.store import read_stats, target_tokens_from_stats
 
     work = Path(args.work or tempfile.mkdtemp(prefix="ehrscale-wsd-"))
     tokens = Path(args.tokens)
     if args.smoke:
-        from ehrscale.data import write_synthetic_tokens
+        from ehrscale.tokens.toy import write_synthetic_tokens
 
         tokens = write_synthetic_tokens(work / "tokens", vocab_size=64, n_subjects={"train": 200, "tuning": 20, "held_out": 5},
                                         mean_length=300, seed=0)

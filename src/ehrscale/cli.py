@@ -13,23 +13,25 @@ import importlib
 import logging
 import sys
 
-from ehrscale.errors import EhrscaleError
+from ehrscale.core.errors import EhrscaleError
 
 # subcommand -> (module, one-line help[, function suffix])
 COMMANDS: dict[str, tuple[str, ...]] = {
     "synth": ("ehrscale.synth", "generate a synthetic cohort in MIMIC-IV's raw CSV layout"),
-    "extract": ("ehrscale.extract", "read raw MIMIC-IV CSVs into a MEDS dataset with DuckDB"),
-    "meds-import": ("ehrscale.meds_data", "validate any MEDS dataset and bring it into ehrscale's layout"),
-    "tokenize": ("ehrscale.tokenize", "turn MEDS timelines into token streams"),
-    "labels": ("ehrscale.labels", "write clinical task labels in the MEDS label schema"),
-    "plan": ("ehrscale.grid", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),
-    "tune": ("ehrscale.tune", "choose one size's peak learning rate from its sweep runs"),
-    "stable": ("ehrscale.train", "train one segment of a size's WSD stable phase", "stable"),
-    "train": ("ehrscale.train", "train one IsoFLOPs cell (with --branch: its WSD cooldown)"),
+    "extract": ("ehrscale.extract.raw", "read raw MIMIC-IV CSVs into a MEDS dataset with DuckDB"),
+    "meds-import": ("ehrscale.extract.meds_import", "validate any MEDS dataset and bring it into ehrscale's layout"),
+    "tokenize": ("ehrscale.tokens.encode", "turn MEDS timelines into token streams"),
+    "labels": ("ehrscale.labels.make", "write clinical task labels in the MEDS label schema"),
+    "plan": ("ehrscale.plan.command", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),
+    "tune": ("ehrscale.train.tune", "choose one size's peak learning rate from its sweep runs"),
+    "stable": ("ehrscale.train.command", "train one segment of a size's WSD stable phase", "stable"),
+    "train": ("ehrscale.train.command", "train one IsoFLOPs cell (with --branch: its WSD cooldown)"),
     "embed": ("ehrscale.probe.embed", "embed every task's labelled examples with one trained cell"),
     "probe": ("ehrscale.probe.linear", "fit the linear probe of one cell's embeddings on every task"),
     "baseline": ("ehrscale.probe.baseline", "fit the no-model baseline (bag of codes) of one task"),
-    "fit": ("ehrscale.fit", "fit scaling laws to the trained cells"),
+    "fit": ("ehrscale.fit.command", "fit the loss laws to the trained cells"),
+    "fit-utility": ("ehrscale.fit.command", "fit the utility laws to the cells' probes", "utility"),
+    "summary": ("ehrscale.report.summary", "join the fits' sections into summary.md"),
 }
 
 

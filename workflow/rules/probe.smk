@@ -1,16 +1,20 @@
-rule probe:
+# Clinical utility: each trained cell embeds every task's examples (embed), a logistic-regression
+# probe scores them (probe), and a bag-of-codes baseline gives the no-model line per task (baseline).
+
+
+rule embed:
     """Embed every task's labelled examples with one trained cell (frozen; GPU when asked).
 
     Only the device and the caps (which examples) are params: other probe settings never re-embed."""
     input:
         model=f"{RESULTS}/runs/{{cell}}/model.pt",
-        tokens=f"{RESULTS}/tokens",
-        labels=task_labels(),
+        tokens=PLAN.tokens_dir,
+        labels=PLAN.task_labels(),
     output:
         f"{RESULTS}/probes/{{cell}}/embeddings.npz",
     params:
-        settings=json.dumps({k: v for k, v in config.get("probe", {}).items() if k in ("device", "max_train_examples", "max_tuning_examples")}, sort_keys=True),
-        batch_tokens=config.get("probe", {}).get("batch_tokens", 16384),
+        settings=PLAN.embed_settings(),
+        batch_tokens=PLAN.embed_batch_tokens(),
     log:
         f"{RESULTS}/logs/probe/{{cell}}.log",
     benchmark:
@@ -18,8 +22,8 @@ rule probe:
     threads: config["train"].get("threads") or 1
     resources:
         gpu=config["cluster"]["gpus_per_job"],
-        runtime=lambda wildcards, input: cell_resources(wildcards.cell, input)["runtime"],
-        mem_mb=lambda wildcards, input: cell_resources(wildcards.cell, input)["mem_mb"],
+        runtime=lambda wildcards, input: PLAN.cell_resources(grid(), wildcards.cell)["runtime"],
+        mem_mb=lambda wildcards, input: PLAN.cell_resources(grid(), wildcards.cell)["mem_mb"],
     conda:
         "../../envs/ehrscale.yaml"
     shell:
@@ -27,15 +31,15 @@ rule probe:
         "--settings {params.settings:q} --batch-tokens {params.batch_tokens} --threads {threads} > {log} 2>&1"
 
 
-rule probe_fit:
+rule probe:
     """The logistic-regression probe of one cell's embeddings on every task."""
     input:
         f"{RESULTS}/probes/{{cell}}/embeddings.npz",
     output:
         metrics=f"{RESULTS}/probes/{{cell}}/metrics.json",
-        predictions=[f"{RESULTS}/probes/{{cell}}/{task}.predictions.parquet" for task in config["labels"]["tasks"]],
+        predictions=[f"{RESULTS}/probes/{{cell}}/{task}.predictions.parquet" for task in PLAN.tasks],
     params:
-        settings=settings("probe", exclude=("device", "batch_tokens", "baseline_max_train_examples")),
+        settings=PLAN.settings("probe", exclude=("device", "batch_tokens", "baseline_max_train_examples")),
     log:
         f"{RESULTS}/logs/probe_fit/{{cell}}.log",
     benchmark:
@@ -50,13 +54,13 @@ rule probe_fit:
 rule baseline:
     """The no-model baseline of one task: the same probe on bag-of-codes counts."""
     input:
-        tokens=f"{RESULTS}/tokens",
+        tokens=PLAN.tokens_dir,
         labels=f"{RESULTS}/labels/{{task}}.parquet",
     output:
         record=f"{RESULTS}/baseline/{{task}}.json",
         predictions=f"{RESULTS}/baseline/{{task}}.predictions.parquet",
     params:
-        settings=settings("probe", exclude=("device", "batch_tokens")),
+        settings=PLAN.settings("probe", exclude=("device", "batch_tokens")),
     log:
         f"{RESULTS}/logs/baseline/{{task}}.log",
     benchmark:

@@ -1,9 +1,8 @@
 # Training: one job per IsoFLOPs cell. Under train.schedule: wsd a cell is the cooldown of its
 # size's stable phase, which a chain of `stable` jobs trains once per size (docs/wsd.md).
-# tune.lr_multipliers adds each size's LR sweep (tune_run, tune) before any of its training.
-
-# Jobs that train start with `trap '' TERM USR1`: the shell ignores a scheduler's preemption
-# signal, so it outlives the trainer, whose own handler checkpoints and exits 75 (resume on rerun).
+# tune.lr_multipliers adds each size's LR sweep (tune_run, tune) before any of its training;
+# fit.replicates adds seed replicates of chosen cells (train_replicate).
+# Jobs that train start with `trap '' TERM USR1` (ehrscale.plan.workflow.train_shell).
 
 
 rule tune_run:
@@ -13,18 +12,18 @@ rule tune_run:
     jobs copy them. branch.pt is not an output: a run resumed past its branch point has none,
     and the segment then trains."""
     input:
-        tokens=f"{RESULTS}/tokens",
+        tokens=PLAN.tokens_dir,
     output:
         metrics=f"{RESULTS}/tune/{{size}}/x{{mult}}/metrics.json",
         model=f"{RESULTS}/tune/{{size}}/x{{mult}}/model.pt",
         log_csv=f"{RESULTS}/tune/{{size}}/x{{mult}}/log.csv",
     params:
-        cell=lambda wildcards: tune_cell(wildcards.size).id,
-        sizes=lambda wildcards: size_json(wildcards.size),
-        grid=lambda wildcards: json.dumps(single_cell_grid(tune_cell(wildcards.size).id, GridSettings()), sort_keys=True),
-        model=settings("model"),
-        train=tune_settings,
-        save_branch="--save-branch" if WSD else "",  # branch.pt: the first stable segment's state (not an output)
+        cell=lambda wildcards: PLAN.tune_cell(grid(), wildcards.size).id,
+        sizes=lambda wildcards: PLAN.size_json(grid(), wildcards.size),
+        grid=lambda wildcards: PLAN.cell_grid(PLAN.tune_cell(grid(), wildcards.size).id),
+        model=PLAN.settings("model"),
+        train=lambda wildcards: PLAN.tune_settings(grid(), wildcards.size, float(wildcards.mult)),
+        save_branch="--save-branch" if PLAN.wsd else "",  # branch.pt: the first stable segment's state (not an output)
     log:
         f"{RESULTS}/logs/tune/{{size}}_x{{mult}}.log",
     benchmark:
@@ -32,20 +31,18 @@ rule tune_run:
     threads: config["train"].get("threads") or 1
     resources:
         gpu=config["cluster"]["gpus_per_job"],
-        runtime=lambda wildcards, input: cell_resources(tune_cell(wildcards.size).id, input)["runtime"],
-        mem_mb=lambda wildcards, input: cell_resources(tune_cell(wildcards.size).id, input)["mem_mb"],
+        runtime=_tune_resource("runtime"),
+        mem_mb=_tune_resource("mem_mb"),
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {params.cell} "
-        "--sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} --settings {params.train:q} "
-        "{params.save_branch} --threads {threads} > {log} 2>&1"
+        train_shell("{params.cell}", before="", after="{params.save_branch} ")
 
 
 rule tune:
     """A size's peak LR: the sweep run with the lowest validation loss."""
     input:
-        tune_runs,
+        lambda wildcards: PLAN.sweep_runs(wildcards.size),
     output:
         f"{RESULTS}/tune/{{size}}.json",
     log:
@@ -62,13 +59,13 @@ rule stable:
     """One segment of a size's WSD stable phase, ending at one cell's branch point; resumable.
     Settings only the cooldowns use (STABLE_INDEPENDENT) are not its params: editing them retrains no chain."""
     input:
-        unpack(stable_inputs),
+        unpack(_stable_inputs),
     output:
         f"{RESULTS}/stable/{{size}}/T{{branch}}.pt",
     params:
-        sizes=lambda wildcards: size_json(wildcards.size),
-        model=settings("model"),
-        train=settings("train", exclude=("threads", *STABLE_INDEPENDENT)),
+        sizes=lambda wildcards: PLAN.size_json(grid(), wildcards.size),
+        model=PLAN.settings("model"),
+        train=PLAN.stable_settings(),
         optional=lambda wildcards, input: optional_args(input),
     log:
         f"{RESULTS}/logs/stable/{{size}}_T{{branch}}.log",
@@ -77,8 +74,8 @@ rule stable:
     threads: config["train"].get("threads") or 1
     resources:
         gpu=config["cluster"]["gpus_per_job"],
-        runtime=lambda wildcards, input: stable_resources(wildcards, input)["runtime"],
-        mem_mb=lambda wildcards, input: stable_resources(wildcards, input)["mem_mb"],
+        runtime=_stable_resource("runtime"),
+        mem_mb=_stable_resource("mem_mb"),
     conda:
         "../../envs/ehrscale.yaml"
     shell:
@@ -90,16 +87,16 @@ rule stable:
 rule train:
     """Train one IsoFLOPs cell (under WSD: its cooldown from the branch state); resumes after preemption."""
     input:
-        unpack(train_inputs),
+        unpack(_train_inputs),
     output:
         metrics=f"{RESULTS}/runs/{{cell}}/metrics.json",
         model=f"{RESULTS}/runs/{{cell}}/model.pt",
         log_csv=f"{RESULTS}/runs/{{cell}}/log.csv",
     params:
-        sizes=cell_sizes,
-        grid=lambda wildcards: json.dumps(single_cell_grid(wildcards.cell, GridSettings()), sort_keys=True),
-        model=settings("model"),
-        train=settings("train", exclude=("threads",)),
+        sizes=_cell_size_json,
+        grid=lambda wildcards: PLAN.cell_grid(wildcards.cell),
+        model=PLAN.settings("model"),
+        train=PLAN.settings("train", exclude=("threads",)),
         optional=lambda wildcards, input: optional_args(input),
     log:
         f"{RESULTS}/logs/train/{{cell}}.log",
@@ -108,11 +105,39 @@ rule train:
     threads: config["train"].get("threads") or 1
     resources:
         gpu=config["cluster"]["gpus_per_job"],
-        runtime=lambda wildcards, input: cell_resources(wildcards.cell, input)["runtime"],
-        mem_mb=lambda wildcards, input: cell_resources(wildcards.cell, input)["mem_mb"],
+        runtime=_cell_resource("runtime"),
+        mem_mb=_cell_resource("mem_mb"),
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "trap '' TERM USR1; ehrscale train --tokens {input.tokens} --out $(dirname {output.metrics}) --cell {wildcards.cell} "
-        "{params.optional} --sizes {params.sizes:q} --grid {params.grid:q} --model {params.model:q} "
-        "--settings {params.train:q} --threads {threads} > {log} 2>&1"
+        train_shell("{wildcards.cell}")
+
+
+rule train_replicate:
+    """Retrain one cell with another seed (opt-in, fit.replicates): the noise of a cell's loss.
+    Under WSD the whole schedule runs in this job (another seed is another stable phase)."""
+    input:
+        unpack(lambda wildcards: {"tokens": PLAN.tokens_dir, **PLAN.tuned_lr(PLAN.size_of(wildcards.cell))}),
+    output:
+        metrics=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/metrics.json",
+        model=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/model.pt",
+        log_csv=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/log.csv",
+    params:
+        sizes=_cell_size_json,
+        grid=lambda wildcards: PLAN.cell_grid(wildcards.cell),
+        model=PLAN.settings("model"),
+        train=lambda wildcards: PLAN.replicate_train_settings(int(wildcards.seed)),
+        optional=lambda wildcards, input: optional_args(input),
+    log:
+        f"{RESULTS}/logs/replicates/{{cell}}_seed{{seed}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/replicates/{{cell}}_seed{{seed}}.tsv"
+    threads: config["train"].get("threads") or 1
+    resources:
+        gpu=config["cluster"]["gpus_per_job"],
+        runtime=_cell_resource("runtime"),
+        mem_mb=_cell_resource("mem_mb"),
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        train_shell("{wildcards.cell}")

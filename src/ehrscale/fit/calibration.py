@@ -15,10 +15,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ehrscale.fit._util import bounded_interval, percentile_interval
+from ehrscale.fit.intervals import bounded_interval, percentile_interval
 from ehrscale.fit.isoflops import fit_isoflops
-from ehrscale.fit.parametric import derived, natural, predict
-from ehrscale.fit.vp import _stratified_counts, bootstrap_counts, fit_once, flops_basis_exponents
+from ehrscale.fit.law import derived, natural, predict
+from ehrscale.fit.vp import bootstrap_counts, fit_once, flops_basis_exponents, stratified_counts
 
 
 def noise_from_replicates(points: pd.DataFrame, replicates: pd.DataFrame | None) -> dict | None:
@@ -73,7 +73,7 @@ def calibrate(points: pd.DataFrame, p_true, sigma: float, rel: dict, *, sims: in
         sim = points.assign(loss=loss)
         theta, _, _ = fit_once(n, d, loss, delta, n_starts=1)
         p = natural(theta)
-        samples = bootstrap_counts(n, d, loss, _stratified_counts(points["budget"], vp_bootstrap, rng), delta)
+        samples = bootstrap_counts(n, d, loss, stratified_counts(points["budget"], vp_bootstrap, rng), delta)
         samples = samples[np.all(np.isfinite(samples), axis=1)]
         point, boot = _truths(p, budgets, rel), {"6ND": derived(samples.T), "flops": flops_basis_exponents(samples.T, budgets, rel)}
         for b in truth:

@@ -19,7 +19,7 @@ import pandas as pd
 from scipy import stats
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from ehrscale.fit._util import interval
+from ehrscale.fit.intervals import interval
 
 # Which way is better for each metric we know. Unknown metrics must say.
 METRIC_DIRECTION = {"val_loss": "min", "train_loss": "min", "loss": "min", "auroc": "max", "auprc": "max"}

@@ -26,7 +26,7 @@ import pandas as pd
 import statsmodels.api as sm
 from scipy import stats
 
-from ehrscale.fit._util import bounded_interval, interval, not_estimable, percentile_interval
+from ehrscale.fit.intervals import bounded_interval, interval, not_estimable, percentile_interval
 
 MAX_LOG_HALF_WIDTH = 20.0  # a vertex known only to within e^20 either way is a flat budget, not a minimum
 MIN_BUDGETS_FOR_INTERVAL = 4  # fewer usable budgets: the exponents' intervals are "not estimable"

@@ -10,56 +10,26 @@ wins. Internally the objective is divided by delta (same minimiser, better scale
 
 Intervals: percentile bootstrap over cells (resample cells with replacement, refit
 from the full-data optimum by the batched Levenberg-Marquardt of :mod:`ehrscale.fit.vp`).
-Compute-optimal allocation at C = 6ND: a = beta/(alpha+beta), b = alpha/(alpha+beta),
-G = (alpha A / (beta B))^(1/(alpha+beta)), N_opt = G (C/6)^a, D_opt = (C/6)^b / G.
+The law, its objective and the allocation it implies are :mod:`ehrscale.fit.law`'s.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 
 import numpy as np
 from scipy.optimize import minimize
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.fit._util import percentile_interval, single_threaded_blas
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.fit.intervals import percentile_interval, single_threaded_blas
+from ehrscale.fit.law import BOUNDS, PARAM_NAMES, allocate, derived, huber, natural, objective, predict
+from ehrscale.fit.vp import refine_batch
 
-PARAM_NAMES = ("E", "A", "B", "alpha", "beta")  # stored order of bootstrap samples
-BOUNDS = [(-50.0, 100.0), (-50.0, 100.0), (-10.0, 10.0), (1e-4, 5.0), (1e-4, 5.0)]  # a, b, e, alpha, beta
 _GRID = np.array(list(itertools.product(
     np.arange(0, 30, 5.0), np.arange(0, 30, 5.0), np.arange(-1, 1.5, 0.5),
     np.arange(0, 2.5, 0.5), np.arange(0, 2.5, 0.5),
 )))
 _GRID[:, 3:] = np.maximum(_GRID[:, 3:], 1e-4)
-
-
-def _huber(r: np.ndarray, delta: float | None) -> np.ndarray:
-    """Huber loss; ``delta`` None is plain least squares (0.5 r^2)."""
-    if delta is None:
-        return 0.5 * r**2
-    ar = np.abs(r)
-    return np.where(ar <= delta, 0.5 * r**2, delta * (ar - 0.5 * delta))
-
-
-def _objective(theta, log_n, log_d, log_l, delta, w=None):
-    """Summed (``w``-weighted) Huber / delta and its analytic gradient; delta None: squares / 1e-3."""
-    a, b, e, alpha, beta = theta
-    scale = delta or 1e-3
-    t1 = a - alpha * log_n
-    t2 = b - beta * log_d
-    m = np.maximum(np.maximum(t1, t2), e)
-    e1, e2, e3 = np.exp(t1 - m), np.exp(t2 - m), np.exp(e - m)
-    s = e1 + e2 + e3
-    r = m + np.log(s) - log_l
-    h = _huber(r, delta)
-    psi = r if delta is None else np.clip(r, -delta, delta)  # dHuber/dr
-    if w is not None:
-        h, psi = w * h, w * psi
-    f = h.sum() / scale
-    dr = psi / (scale * s)  # times d pred / d t_i = e_i / s
-    g1, g2 = dr * e1, dr * e2
-    return f, np.array([g1.sum(), g2.sum(), (dr * e3).sum(), -(g1 @ log_n), -(g2 @ log_d)])
 
 
 def _grid_objective(log_n, log_d, log_l, delta) -> np.ndarray:
@@ -68,13 +38,13 @@ def _grid_objective(log_n, log_d, log_l, delta) -> np.ndarray:
     t1, t2 = a - alpha * log_n, b - beta * log_d
     m = np.maximum(np.maximum(t1, t2), e)
     pred = m + np.log(np.exp(t1 - m) + np.exp(t2 - m) + np.exp(e - m))
-    return _huber(pred - log_l, delta).sum(axis=1) / delta
+    return huber(pred - log_l, delta).sum(axis=1) / delta
 
 
 def _minimise(starts, log_n, log_d, log_l, delta):
     best = None
     for x0 in starts:
-        res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
+        res = minimize(objective, x0, args=(log_n, log_d, log_l, delta), jac=True, method="L-BFGS-B",
                        bounds=BOUNDS, options={"maxiter": 5000, "ftol": 1e-13, "gtol": 1e-9})
         if np.all(np.isfinite(res.x)) and (best is None or res.fun < best.fun):
             best = res
@@ -93,69 +63,10 @@ def fit_once(n, d, loss, delta=1e-3, n_starts=16, extra_starts=()) -> tuple[np.n
     return np.asarray(res.x, float), float(res.fun * delta)
 
 
-def natural(theta) -> np.ndarray:
-    """[a, b, e, alpha, beta] -> [E, A, B, alpha, beta]."""
-    a, b, e, alpha, beta = theta
-    return np.array([math.exp(e), math.exp(a), math.exp(b), alpha, beta])
-
-
-def derived(p) -> dict:
-    """Allocation exponents and G from [E, A, B, alpha, beta] (arrays broadcast)."""
-    E, A, B, alpha, beta = (np.asarray(v, float) for v in p)
-    with np.errstate(all="ignore"):
-        log_g = (np.log(alpha * A) - np.log(beta * B)) / (alpha + beta)
-    return {"a": beta / (alpha + beta), "b": alpha / (alpha + beta), "log_G": log_g}
-
-
-def allocate(p, budget: float) -> dict:
-    """Compute-optimal N, D, D/N and loss at C = 6ND for parameter vector(s) p."""
-    E, A, B, alpha, beta = (np.asarray(v, float) for v in p)
-    dv = derived(p)
-    with np.errstate(all="ignore"):
-        log_n = dv["log_G"] + dv["a"] * math.log(budget / 6)
-        log_d = -dv["log_G"] + dv["b"] * math.log(budget / 6)
-        loss = E + A * np.exp(-alpha * log_n) + B * np.exp(-beta * log_d)
-    return {"n_opt": np.exp(log_n), "d_opt": np.exp(log_d), "tokens_per_param": np.exp(log_d - log_n), "loss": loss}
-
-
-def allocate_flops(p, budget: float, fpt_relation: dict, half_width: float = 6.0, steps: int = 2401) -> dict:
-    """Like :func:`allocate` but with the grid's FLOP count, C = flops_per_token(N) * D, where
-    ln flops_per_token = intercept + slope ln N; minimised over ln N on a fine grid (step
-    2 * half_width / (steps - 1) in ln N) around the 6ND optimum. Vectorised over parameter vectors."""
-    E, A, B, alpha, beta = (np.atleast_1d(np.asarray(v, float))[:, None] for v in p)
-    centre = np.log(np.atleast_1d(allocate(p, budget)["n_opt"]))[:, None]
-    with np.errstate(all="ignore"):
-        log_n = centre + np.linspace(-half_width, half_width, steps)[None, :]
-        log_d = math.log(budget) - (fpt_relation["intercept"] + fpt_relation["slope"] * log_n)
-        loss = E + A * np.exp(-alpha * log_n) + B * np.exp(-beta * log_d)
-    loss = np.where(np.isfinite(loss), loss, np.inf)
-    i = np.clip(np.argmin(loss, axis=1), 1, steps - 2)
-    rows = np.arange(loss.shape[0])
-    # parabolic interpolation through the grid minimum and its neighbours: sub-step accuracy
-    lm, l0, lp = loss[rows, i - 1], loss[rows, i], loss[rows, i + 1]
-    with np.errstate(all="ignore"):
-        shift = 0.5 * (lm - lp) / (lm - 2 * l0 + lp)
-    shift = np.where(np.isfinite(shift), np.clip(shift, -1, 1), 0.0)
-    ln = log_n[rows, i] + shift * (log_n[rows, 1] - log_n[rows, 0])
-    ld = math.log(budget) - (fpt_relation["intercept"] + fpt_relation["slope"] * ln)
-    with np.errstate(all="ignore"):
-        best = E[:, 0] + A[:, 0] * np.exp(-alpha[:, 0] * ln) + B[:, 0] * np.exp(-beta[:, 0] * ld)
-    out = {"n_opt": np.exp(ln), "d_opt": np.exp(ld), "tokens_per_param": np.exp(ld - ln), "loss": best}
-    scalar = np.ndim(p[0]) == 0
-    return {k: (float(v[0]) if scalar else v) for k, v in out.items()}
-
-
-def predict(p, n, d):
-    E, A, B, alpha, beta = p
-    return E + A / np.asarray(n, float) ** alpha + B / np.asarray(d, float) ** beta
-
-
 def _bootstrap(n, d, loss, theta, reps: int, rng, delta) -> np.ndarray:
     """Cell bootstrap: each resample (cells with replacement, as multinomial weights) is refitted from the
     full-data optimum, all at once by the batched Levenberg-Marquardt of :mod:`ehrscale.fit.vp` (the same
     Huber objective; thousands of scipy L-BFGS-B calls took minutes on a poorly posed law)."""
-    from ehrscale.fit.vp import refine_batch
-
     if not reps:
         return np.empty((0, 5))
     counts = rng.multinomial(len(n), np.full(len(n), 1 / len(n)), size=reps).astype(float)

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.io import read_json
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.files import read_json
 
 NUMERIC_REQUIRED = ("budget", "n_params", "n_params_nonembedding", "tokens", "flops", "flops_per_token")
 OPTIONAL = (

@@ -16,10 +16,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.fit._util import percentile_interval
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.fit.intervals import percentile_interval
 from ehrscale.fit.isoflops import fit_isoflops, fpt_relation
-from ehrscale.fit.parametric import allocate_flops, derived, natural
+from ehrscale.fit.law import allocate_flops, derived, natural
 from ehrscale.fit.vp import bootstrap, fit_once, flops_basis_exponents
 
 

@@ -5,7 +5,7 @@ On a dense (alpha, beta) grid, (E, A, B) >= 0 are solved by non-negative least s
 rows weighted by 1/L^2 (so a residual is a relative error, close to a log-loss residual);
 the grid's minimum residual sum of squares is the *profile objective*, a map of how well the
 data identify (alpha, beta). The best grid point then starts L-BFGS-B on all five parameters
-under the summed Huber objective on log loss (:func:`ehrscale.fit.parametric._objective`).
+under the summed Huber objective on log loss (:func:`ehrscale.fit.law.objective`).
 
 The 3-column NNLS is solved exactly and vectorised: its solution is the least-squares fit on
 one of the 7 column subsets, the feasible (all >= 0) one with the lowest residual, so every
@@ -26,9 +26,9 @@ import numpy as np
 from scipy import stats
 from scipy.optimize import minimize
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.fit._util import bounded_interval, interval, percentile_interval, single_threaded_blas
-from ehrscale.fit.parametric import BOUNDS, PARAM_NAMES, _huber, _objective, allocate, allocate_flops, derived, natural
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.fit.intervals import bounded_interval, interval, percentile_interval, single_threaded_blas
+from ehrscale.fit.law import BOUNDS, PARAM_NAMES, allocate, allocate_flops, derived, huber, natural, objective
 
 EXPONENT_GRID = np.round(np.arange(0.02, 2.0001, 0.02), 4)  # point fit and profile map: 100 x 100
 BOOT_GRID = np.round(np.arange(0.04, 2.0001, 0.08), 4)  # bootstrap starts (Levenberg-Marquardt refines): 25 x 25
@@ -120,12 +120,12 @@ class _Design:
 
 def _refine(theta0, log_n, log_d, log_l, w, delta):
     x0 = np.clip(theta0, [lo for lo, _ in BOUNDS], [hi for _, hi in BOUNDS])
-    res = minimize(_objective, x0, args=(log_n, log_d, log_l, delta, w), jac=True, method="L-BFGS-B",
+    res = minimize(objective, x0, args=(log_n, log_d, log_l, delta, w), jac=True, method="L-BFGS-B",
                    bounds=BOUNDS, options={"maxiter": 3000, "ftol": 1e-13, "gtol": 1e-9})
     return np.asarray(res.x, float), float(res.fun)
 
 
-def _stratified_counts(strata, reps: int, rng) -> np.ndarray:
+def stratified_counts(strata, reps: int, rng) -> np.ndarray:
     """Multinomial resampling weights (reps, n): cells drawn with replacement within each stratum."""
     strata = np.asarray(strata)
     counts = np.zeros((reps, len(strata)))
@@ -188,7 +188,7 @@ def _batch_objective(theta, log_n, log_d, log_l, w, delta):
     s = e1 + e2 + e3
     r = m + np.log(s) - log_l
     jac = np.stack([e1 / s, e2 / s, e3 / s, -log_n * e1 / s, -log_d * e2 / s], axis=-1)
-    f = (w * _huber(r, delta)).sum(axis=1)
+    f = (w * huber(r, delta)).sum(axis=1)
     return f, r, jac
 
 
@@ -252,7 +252,7 @@ def bootstrap_counts(n, d, loss, counts, delta=1e-3, chunk: int = 200) -> np.nda
 
 def bootstrap(n, d, loss, strata, reps: int, seed: int, delta=1e-3) -> np.ndarray:
     """Stratified bootstrap refits: natural parameters [E, A, B, alpha, beta], shape (reps, 5), NaN where failed."""
-    counts = _stratified_counts(strata, reps, np.random.default_rng(seed))
+    counts = stratified_counts(strata, reps, np.random.default_rng(seed))
     return bootstrap_counts(n, d, loss, counts, delta)
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 import numpy as np
 import scipy.sparse as sp
 
-from ehrscale.io import load_settings, write_json
-from ehrscale.probe import ProbeSettings, probe_examples
+from ehrscale.core.files import write_json
+from ehrscale.core.settings import load_settings
+from ehrscale.probe.examples import probe_examples
 from ehrscale.probe.linear import fit_probe, write_predictions
-from ehrscale.store import TokenSplit, read_stats, to_us
-from ehrscale.vocab import STATIC_PREFIX_LEN
+from ehrscale.probe.settings import ProbeSettings
+from ehrscale.tokens.store import TokenSplit, read_stats, to_us
+from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
 
 log = logging.getLogger(__name__)
 

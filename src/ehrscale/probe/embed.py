@@ -31,13 +31,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.io import atomic_path, load_settings
-from ehrscale.model import GPT, load_model
-from ehrscale.probe import ProbeSettings, probe_examples
-from ehrscale.splits import SPLITS
-from ehrscale.store import TokenSplit, probe_spans
-from ehrscale.vocab import STATIC_PREFIX_LEN
+from ehrscale.core.device import pick_device
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.files import atomic_path
+from ehrscale.core.settings import load_settings
+from ehrscale.extract.splits import SPLITS
+from ehrscale.model.gpt import GPT, load_model
+from ehrscale.probe.examples import probe_examples
+from ehrscale.probe.settings import ProbeSettings
+from ehrscale.tokens.store import TokenSplit, probe_spans
+from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
 
 log = logging.getLogger(__name__)
 
@@ -99,18 +102,10 @@ def embed_windows(model: GPT, split: TokenSplit, windows: list, n_rows: int, dev
     return x, total
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise EhrscaleError(f"probe.device is {name!r} but CUDA is not available")
-    return torch.device(name)
-
-
 def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settings: ProbeSettings) -> dict:
     """Embed every example of every task in ``labels`` ({task: labels parquet}) with one cell; writes the npz."""
     t0 = time.perf_counter()
-    device = pick_device(settings.device)
+    device = pick_device(settings.device, "probe.device")
     model, ck = load_model(model_path)
     model.to(device)
     ctx = model.cfg.context_length

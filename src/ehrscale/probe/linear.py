@@ -27,10 +27,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
 
-from ehrscale.errors import EhrscaleError
-from ehrscale.io import atomic_path, load_settings, write_json
-from ehrscale.probe import ProbeSettings, load_embeddings
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.files import atomic_path, write_json
+from ehrscale.core.settings import load_settings
+from ehrscale.probe.examples import load_embeddings
 from ehrscale.probe.metrics import binary_metrics
+from ehrscale.probe.settings import ProbeSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,15 @@
+rule synthesize:
+    """A synthetic cohort in MIMIC-IV's exact raw CSV layout (the default data)."""
+    output:
+        directory(f"{RESULTS}/raw"),
+    params:
+        patients=config["synthetic"]["patients"],
+        seed=config["synthetic"]["seed"],
+    log:
+        f"{RESULTS}/logs/synthesize.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/synthesize.tsv"
+    conda:
+        "../../envs/ehrscale.yaml"
+    shell:
+        "ehrscale synth {output} --patients {params.patients} --seed {params.seed} > {log} 2>&1"
