@@ -11,18 +11,12 @@ It prints medians, events/s, the ratio to the bare scan, and peak RSS.
 
 from __future__ import annotations
 
-import os.path
-import sys
-
-# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import argparse  # noqa: E402
+import argparse
 import json
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path

@@ -14,27 +14,23 @@ what ``ehrscale embed`` runs); their largest difference is printed too.
 
 from __future__ import annotations
 
-import os.path
+import os
 import sys
 
-# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # as the probe rules run
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # as the probe rules run, before numpy
     os.environ.setdefault(_var, "1")
 
 import argparse  # noqa: E402
-import json
-import resource
-import subprocess
-import time
-import warnings
-from pathlib import Path
+import json  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
 
-import numpy as np
-import pandas as pd
-import torch
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 
 def child_cpu(code: str) -> float:

@@ -21,17 +21,12 @@ Trained cells are kept in ``--out/runs``; a rerun skips cells already done.
 
 from __future__ import annotations
 
-import os.path
-import sys
-
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import argparse  # noqa: E402
+import argparse
 import dataclasses
 import json
 import math
 import subprocess
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 

@@ -19,23 +19,17 @@ largest sizes' losses split by seed, by up to 0.09 nats, almost all of it on the
 
 from __future__ import annotations
 
-import os.path
+import argparse
+import dataclasses
+import json
+import multiprocessing
 import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
 
-# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import argparse  # noqa: E402
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import multiprocessing  # noqa: E402
-import tempfile  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-from ehrscale.core.errors import EhrscaleError  # noqa: E402
-from ehrscale.core.files import write_json  # noqa: E402
+from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.files import write_json
 
 KINDS = ("value bin", "interval", "other")
 

@@ -9,20 +9,14 @@ directory that is deleted afterwards.
 
 from __future__ import annotations
 
-import os
+import argparse
+import json
+import resource
+import subprocess
 import sys
-
-# Scripts in bench/ are named after stdlib modules (tokenize.py); don't let them shadow the stdlib.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import resource  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import tempfile
+import time
+from pathlib import Path
 
 
 def _one(n: int, seed: int, chunk_size: int) -> dict:

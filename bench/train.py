@@ -20,14 +20,7 @@ Needs the ``bench`` extra (``pip install transformers``).
 
 from __future__ import annotations
 
-import os.path
-import sys
-
-# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import argparse  # noqa: E402
+import argparse
 import statistics
 import tempfile
 import time

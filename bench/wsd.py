@@ -12,7 +12,7 @@ Jobs run in ``--workers`` processes (one torch thread each). Reported: each cell
 validation loss both ways and the relative difference ``wsd / cosine - 1`` (target: within
 2 % on average), the worst cell; tokens actually trained both ways (summed from the branch
 states and metrics, not planned) and their ratio; a and b fitted with ``ehrscale fit``'s
-own code (``ehrscale.fit.fit_points``: Approach 2 and Approach 3) on each schedule's cells,
+own code (``ehrscale.fit.loss.fit_points``: Approach 2 and Approach 3) on each schedule's cells,
 and whether WSD's estimates fall inside cosine's 95 % intervals; and, from the planner
 alone, the WSD / independent token ratio on the default 7-budget ladder
 (``3e10 x 30 ** (j / 6)``, j = 0..6, the same centre; target <= 60 %).
@@ -39,18 +39,12 @@ the same bootstrap counts and seed.
 
 from __future__ import annotations
 
-import os.path
-import sys
-
-# bench/tokenize.py is named like the stdlib module numpy imports: drop this directory from sys.path.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import argparse  # noqa: E402
+import argparse
 import dataclasses
 import json
 import math
 import multiprocessing
+import sys
 import tempfile
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait

@@ -1,4 +1,4 @@
-"""ehrscale.optim.AdamW: torch.optim.AdamW's numbers, bit for bit on CPU, without importing torch._dynamo."""
+"""ehrscale.train.optim.AdamW: torch.optim.AdamW's numbers, bit for bit on CPU, without importing torch._dynamo."""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def run(args) -> int:
     cluster = config.get("cluster") or {}
     rate = Throughput.choose(args, cluster)
     gpus = int(cluster.get("gpus_per_job", 1) or 0)
-    tune_runs = tune_cells(kept, (config.get("tune") or {}).get("lr_multipliers") or [], train)
+    tune_runs = tune_cells(kept, config.get("tune"), train)
 
     print(f"IsoFLOPs grid: vocab {vocab_size}, context {ctx}, {len(kept)} cells kept, {len(dropped)} dropped")
     rows = _cell_rows(kept, ctx, train, rate)

@@ -1,7 +1,7 @@
 """The IsoFLOPs grid: which (model size, compute budget) cells to train, and ``ehrscale plan``.
 
 For every budget ``C`` and every size in the ladder, a cell trains ``D = C / flops_per_token``
-real target tokens (``ehrscale.model.flops_per_token``: ``6 N_total`` plus the causal
+real target tokens (``ehrscale.model.config.flops_per_token``: ``6 N_total`` plus the causal
 attention term). A cell is dropped, with the reason, when its tokens per (total) parameter
 ``D / N`` falls outside ``[min_tokens_per_param, max_tokens_per_param]`` (too far from any
 plausible optimum to inform the fit) or when it would need more than ``max_epochs`` passes
@@ -20,7 +20,7 @@ e.g. from a pilot fit). Sizes come from one geometric ladder of target sizes
 what lets a WSD stable phase serve several cells), and ``size_for_params`` turns each
 target into a depth, width and head count. ``model_sizes`` is then not used.
 
-A cell is also dropped when its size's rows per step (``ehrscale.train.batch_size_for``,
+A cell is also dropped when its size's rows per step (``ehrscale.plan.rules.batch_size_for``,
 fixed per size) give it fewer than ``train.min_steps`` optimizer steps.
 
 Config sections read by ``ehrscale plan --config`` (YAML):
@@ -293,14 +293,15 @@ def smallest_cells(cells: list[Cell]) -> dict[str, Cell]:
     return smallest
 
 
-def tune_cells(cells: list[Cell], multipliers: list[float], train: TrainSettings) -> list[tuple[Cell, float]]:
-    """The LR sweep: each size's smallest cell, once per multiplier of the width rule's LR.
+def sweep_multipliers(tune: dict | None, train: TrainSettings) -> list[float]:
+    """The LR sweep's multiples of the width rule's LR (the ``tune`` section's ``lr_multipliers``);
+    none when ``train.learning_rate`` pins the LR."""
+    return [] if train.learning_rate else [float(m) for m in (tune or {}).get("lr_multipliers") or []]
 
-    Empty when no multipliers are given or ``train.learning_rate`` pins the LR.
-    """
-    if not multipliers or train.learning_rate:
-        return []
-    return [(c, float(m)) for c in smallest_cells(cells).values() for m in multipliers]
+
+def tune_cells(cells: list[Cell], tune: dict | None, train: TrainSettings) -> list[tuple[Cell, float]]:
+    """The LR sweep: each size's smallest cell, once per multiplier (:func:`sweep_multipliers`)."""
+    return [(c, m) for c in smallest_cells(cells).values() for m in sweep_multipliers(tune, train)]
 
 
 def find_cell(cell: str, sizes, grid, vocab_size, context_length, train_tokens, model=None) -> Cell:

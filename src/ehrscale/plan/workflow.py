@@ -34,6 +34,7 @@ from ehrscale.plan.grid import (
     size_definition,
     smallest_cells,
     stable_chains,
+    sweep_multipliers,
 )
 from ehrscale.plan.rules import STABLE_INDEPENDENT, TrainSettings, branch_point, learning_rate_for
 from ehrscale.probe.settings import ProbeSettings
@@ -82,8 +83,7 @@ class Dag:
         self.results = results
         self.train = load_settings(TrainSettings, config["train"], "train")
         self.wsd = self.train.schedule == "wsd"
-        tune = config.get("tune") or {}
-        self.tune_multipliers = [] if self.train.learning_rate else [float(m) for m in tune.get("lr_multipliers") or []]
+        self.tune_multipliers = sweep_multipliers(config.get("tune"), self.train)
         self.replicates = config["fit"].get("replicates") or {}
         self.tasks = list(config["labels"]["tasks"])
 

@@ -1,7 +1,7 @@
 """``ehrscale embed``: one trained cell's embedding of every labelled example of every task.
 
 The embedding of (patient, prediction_time) is the model's final hidden state (after the last
-norm) at the last token of the probe input (:func:`ehrscale.store.probe_spans`: static prefix +
+norm) at the last token of the probe input (:func:`ehrscale.tokens.store.probe_spans`: static prefix +
 tokens strictly before the prediction time, cut at an event boundary). Examples of several
 tasks that share a cut are embedded once.
 

@@ -57,7 +57,7 @@ from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_path, write_json
 from ehrscale.model.config import GPTConfig, ModelSettings, flops_per_token, mfu, param_counts, peak_flops_for
 from ehrscale.model.gpt import GPT
-from ehrscale.plan.grid import Cell
+from ehrscale.plan.grid import Cell, size_definition
 from ehrscale.plan.rules import (
     STABLE_INDEPENDENT,
     UNHASHED,
@@ -390,8 +390,7 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     out.mkdir(parents=True, exist_ok=True)
     if branch is not None and s.schedule != "wsd":
         raise EhrscaleError(f"--branch needs train.schedule: wsd, not {s.schedule!r}")
-    size_def = {"n_layer": cell.n_layer, "d_model": cell.d_model, "n_head": cell.n_head, "ffn_hidden": cell.ffn_hidden}
-    trainer = Trainer(tokens_dir, cell.size, size_def, model_settings, s, stats)
+    trainer = Trainer(tokens_dir, cell.size, size_definition(cell), model_settings, s, stats)
     D = int(cell.tokens)
     chash = _digest({"chain": trainer.chain_hash, "cell": cell.as_dict(),
                      "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in UNHASHED}})

@@ -4,7 +4,7 @@ Porian et al. (2024) traced part of the Kaplan-Chinchilla disagreement to an LR 
 not tuned per size; a width formula that was never swept tilts the law the same way. So
 the workflow trains each size's smallest cell of the grid (the cheapest run that size
 has) once per multiplier in ``tune.lr_multipliers`` of the width rule's LR
-(``ehrscale.train.learning_rate_for``), under the configured schedule, and this step keeps
+(``ehrscale.plan.rules.learning_rate_for``), under the configured schedule, and this step keeps
 the LR with the lowest validation loss. Every cell, stable segment and replicate of the
 size then trains at it. The sweep runs are ordinary cells in ``tune/<size>/x<multiplier>/``,
 cached like any other.

@@ -5,21 +5,13 @@ subject_ids, ``--shard-patients`` patients per parquet shard, each replica keepi
 split. Tokenization runs in a fresh child process that reports its own peak RSS; running two
 cohort sizes (``--small`` and ``--patients``) shows that memory does not grow with the cohort.
 
-    .venv/bin/python bench/tokenize.py                      # 20,000 patients (+ 5,000 for the RSS check)
-    .venv/bin/python bench/tokenize.py --patients 40000 --small 10000 --workdir /tmp/bench
+    .venv/bin/python bench/tokens.py                      # 20,000 patients (+ 5,000 for the RSS check)
+    .venv/bin/python bench/tokens.py --patients 40000 --small 10000 --workdir /tmp/bench
 """
 
 from __future__ import annotations
 
-import os.path
-import sys
-
-# this file is named like the stdlib module ``tokenize`` (which numpy and linecache import): drop
-# the script's own directory from sys.path before anything imports it
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
-
-import argparse  # noqa: E402
+import argparse
 import json
 import os
 import subprocess
