@@ -38,7 +38,7 @@ from ehrscale.extract.mimic import ALWAYS_REQUIRED, CODE_DESCRIPTIONS, ITEM_DESC
 from ehrscale.extract.settings import ExtractSettings
 from ehrscale.extract.splits import SPLITS, assign_splits
 
-log = logging.getLogger("ehrscale.extract.raw")
+log = logging.getLogger(__name__)
 
 def find_table_file(raw_dir: Path, table: Table) -> Path | None:
     for suffix in (".csv.gz", ".csv"):
@@ -337,7 +337,7 @@ def write_metadata(con: duckdb.DuckDBPyConnection, meta_dir: Path, loaded: list[
     dataset = {
         "dataset_name": name,
         "dataset_version": "unknown",
-        "etl_name": "ehrscale.extract.raw",
+        "etl_name": "ehrscale.extract",  # the stage (a MEDS consumer reads it; unchanged since 0.1)
         "etl_version": __version__,
         "meds_version": getattr(meds, "__version__", "0.4"),
         "raw_source_id_columns": ["hadm_id"],
