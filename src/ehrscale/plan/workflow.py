@@ -241,8 +241,8 @@ class Dag:
         return [f"{self.results}/fits/scaling.md"] + ([f"{self.results}/fits/utility.md"] if self.tasks else [])
 
     def embed_settings(self) -> str:
-        """Only what changes the embeddings: the device and the example caps (which examples)."""
-        keep = ("device", "max_train_examples", "max_tuning_examples")
+        """Only what changes the embeddings: the device, the example caps (which examples) and how much history."""
+        keep = ("device", "max_train_examples", "max_tuning_examples", "history")
         return json.dumps({k: v for k, v in self.config.get("probe", {}).items() if k in keep}, sort_keys=True)
 
     def embed_batch_tokens(self) -> int:

@@ -6,6 +6,8 @@ import dataclasses
 
 from ehrscale.core.errors import EhrscaleError
 
+HISTORIES = ("recent", "whole")
+
 
 @dataclasses.dataclass
 class ProbeSettings:
@@ -30,6 +32,10 @@ class ProbeSettings:
     # features need far more examples than a probe's d_model: capped like the probe, it would
     # understate the no-model line. held_out, where the two are compared, is the same.
     baseline_max_train_examples: int | None = None
+    # What the model reads of a long history: "recent", the last context window before the
+    # prediction time; "whole", every earlier window too, each embedded and the states mean-pooled,
+    # so the model sees what the count baseline sees (ehrscale.probe.embed).
+    history: str = "recent"
 
     def __post_init__(self) -> None:
         c = self.c_values
@@ -45,5 +51,7 @@ class ProbeSettings:
                 raise EhrscaleError(f"probe.{name} must be a positive integer, got {v!r}")
         if not isinstance(self.bootstrap, int) or self.bootstrap < 0:
             raise EhrscaleError(f"probe.bootstrap must be a non-negative integer, got {self.bootstrap!r}")
+        if self.history not in HISTORIES:
+            raise EhrscaleError(f"probe.history must be one of {', '.join(HISTORIES)}, got {self.history!r}")
         if not 0 < float(self.ci_level) < 1:
             raise EhrscaleError(f"probe.ci_level must be in (0, 1), got {self.ci_level!r}")
