@@ -14,14 +14,13 @@ import pytest
 import torch
 
 from ehrscale.cli import main
-from ehrscale.fit.utility import fit_two_stage, fit_utility, fit_utility_frontier, saturating
+from ehrscale.fit.utility import fit_two_stage, fit_utility_frontier, saturating
 from ehrscale.model.gpt import load_model
 from ehrscale.probe.baseline import baseline_task
 from ehrscale.probe.embed import embed_cell, plan_windows
 from ehrscale.probe.examples import load_embeddings
 from ehrscale.probe.linear import fit_probe, probe_embeddings
 from ehrscale.probe.settings import ProbeSettings
-from ehrscale.report.utility import utility_section
 from ehrscale.tokens.store import TokenSplit, probe_input, probe_span
 from ehrscale.tokens.toy import write_synthetic_tokens
 from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
@@ -238,7 +237,8 @@ def test_planted_signal_beats_chance_and_predictions_follow_meds(cohort, tmp_pat
     assert rec["status"] == "ok" and len(rec["tuning_grid"]) == 7
     auroc = rec["held_out"]["auroc"]
     assert auroc["lo"] > 0.6, auroc
-    assert set(rec["held_out"]) == {"auroc", "auprc", "brier", "n", "prevalence"}
+    assert set(rec["held_out"]) == {"auroc", "auprc", "brier", "n", "prevalence", "bootstrap"}
+    assert rec["held_out"]["bootstrap"]["clusters"] < rec["held_out"]["n"]["estimate"]  # patients, not examples
     for m in ("auroc", "auprc", "brier", "prevalence"):
         r = rec["held_out"][m]
         assert 0 <= r["lo"] <= r["estimate"] <= r["hi"] <= 1, (m, r)
@@ -246,6 +246,27 @@ def test_planted_signal_beats_chance_and_predictions_follow_meds(cohort, tmp_pat
     assert pred.column_names == ["subject_id", "prediction_time", "boolean_value", "predicted_boolean_probability",
                                  "predicted_boolean_value"]
     assert pred.num_rows == rec["held_out"]["n"]["estimate"] == rec["counts"]["held_out"]["n"]
+    # the decision threshold is chosen on tuning and stated beside the predictions
+    meta = json.loads(pred.schema.metadata[b"ehrscale"])
+    assert meta["threshold"] == rec["threshold"]["value"] and "tuning" in meta["threshold_rule"]
+    p = pred.column("predicted_boolean_probability").to_numpy()
+    assert (pred.column("predicted_boolean_value").to_numpy() == (p >= meta["threshold"])).all()
+
+
+def test_the_threshold_is_youdens_j_on_tuning_never_held_out(cohort):
+    """Only the tuning labels move the threshold: held-out labels shuffled or not, it stays."""
+    from ehrscale.probe.linear import tuning_threshold
+
+    x, tasks, _ = load_embeddings(cohort["emb"])
+    df = tasks["planted"]
+    X = {s: x[df.loc[df["split"] == s, "row"]] for s in ("train", "tuning", "held_out")}
+    y = {s: df.loc[df["split"] == s, "label"].to_numpy() for s in X}
+    fit = fit_probe(X, y, ProbeSettings(**FAST))
+    shuffled = fit_probe(X, y | {"held_out": np.random.default_rng(2).permutation(y["held_out"])}, ProbeSettings(**FAST))
+    assert fit.threshold == shuffled.threshold
+    yt = np.array([0, 0, 0, 1, 1, 1], bool)
+    assert tuning_threshold(yt, np.array([0.1, 0.2, 0.4, 0.5, 0.8, 0.9])) == 0.5  # J = 1 there
+    assert tuning_threshold(yt, np.array([0.1, 0.2, 0.85, 0.5, 0.8, 0.9])) == 0.5  # J: 1/3 at 0.9 and 0.8, 2/3 at 0.5
 
 
 def test_shuffled_labels_give_an_interval_around_chance(cohort):
@@ -254,32 +275,50 @@ def test_shuffled_labels_give_an_interval_around_chance(cohort):
     rng = np.random.default_rng(1)
     X = {s: x[df.loc[df["split"] == s, "row"]] for s in ("train", "tuning", "held_out")}
     y = {s: rng.permutation(df.loc[df["split"] == s, "label"].to_numpy()) for s in X}
-    rec, _ = fit_probe(X, y, ProbeSettings(**FAST))
-    a = rec["held_out"]["auroc"]
+    a = fit_probe(X, y, ProbeSettings(**FAST)).record["held_out"]["auroc"]
     assert a["lo"] < 0.5 < a["hi"], a
 
 
-def test_bootstrap_metrics_from_counts_equal_sklearn_on_each_resample():
-    """The bootstrap's count-based AUROC, AUPRC and Brier equal sklearn's on the resampled
-    examples themselves, row by row, with tied scores (rounded) and without."""
+def test_clustered_bootstrap_metrics_equal_sklearn_on_each_resample():
+    """Each resample draws whole patients; its count-based AUROC, AUPRC and Brier equal sklearn's on
+    the resampled examples themselves (each repeated as often as its patient was drawn), row by row,
+    with tied scores (rounded) and without."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
-    from ehrscale.probe.metrics import metrics_from_counts, score_counts
+    from ehrscale.probe.metrics import ScoreCounts, cluster_weights
 
     rng = np.random.default_rng(5)
+    groups = rng.integers(0, 120, 300)  # 120 patients, 2.5 examples each on average
     y = rng.random(300) < 0.2
     for p in (rng.beta(2, 5, 300) + 0.2 * y, np.round(rng.beta(2, 5, 300) + 0.2 * y, 1)):
-        scores, score_index = np.unique(p, return_inverse=True)
-        pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
-        draws_pos, draws_neg = rng.choice(pos, (25, len(pos))), rng.choice(neg, (25, len(neg)))
-        m = metrics_from_counts(scores, score_counts(score_index, draws_pos, len(scores)),
-                                score_counts(score_index, draws_neg, len(scores)))
+        w = next(cluster_weights(groups, 25, seed=1))
+        m = ScoreCounts(y, p).metrics(w)
         for r in range(25):
-            idx = np.r_[draws_pos[r], draws_neg[r]]
+            idx = np.repeat(np.arange(300), w[r])
             np.testing.assert_allclose(m["auroc"][r], roc_auc_score(y[idx], p[idx]), rtol=1e-12)
             np.testing.assert_allclose(m["auprc"][r], average_precision_score(y[idx], p[idx]), rtol=1e-12)
             np.testing.assert_allclose(m["brier"][r], np.mean((p[idx] - y[idx]) ** 2), rtol=1e-12)
+            patients = np.unique(groups[idx])  # a drawn patient brings all its examples, none comes alone
+            assert set(np.flatnonzero(np.isin(groups, patients))) == set(idx)
         assert np.ptp(m["auroc"]) > 0.01  # the rows really are different resamples
+
+
+def test_clustered_intervals_widen_when_patients_repeat_examples():
+    """Copies of a patient's example add no information: an interval that resamples examples shrinks
+    with them, one that resamples patients does not."""
+    from ehrscale.probe.metrics import binary_metrics
+
+    rng = np.random.default_rng(3)
+    y = rng.random(400) < 0.3
+    p = rng.beta(2, 5, 400) + 0.15 * y
+    copies = 4
+    yy, pp, groups = np.repeat(y, copies), np.repeat(p, copies), np.repeat(np.arange(400), copies)
+    width = lambda m: m["auroc"]["hi"] - m["auroc"]["lo"]  # noqa: E731
+    alone = width(binary_metrics(y, p, n_boot=400))
+    clustered = width(binary_metrics(yy, pp, groups, n_boot=400))
+    naive = width(binary_metrics(yy, pp, None, n_boot=400))
+    assert naive < 0.7 * alone  # example-level resampling pretends 4x the data
+    assert 0.8 * alone < clustered < 1.25 * alone
 
 
 def test_too_few_positives_is_a_recorded_skip(cohort, tmp_path):
@@ -298,21 +337,53 @@ def test_bad_probe_settings_are_named(cohort, capsys):
     assert "probe.c_values" in capsys.readouterr().err
 
 
-def test_baseline_counts_codes_before_the_prediction_time(cohort, tmp_path):
-    rec = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "b.json", tmp_path / "b.parquet",
-                        ProbeSettings(**FAST))
-    assert rec["status"] == "ok" and rec["held_out"]["auroc"]["estimate"] > 0.55
-    assert pq.read_table(tmp_path / "b.parquet").num_rows == rec["held_out"]["n"]["estimate"]
-    # the embeddings' caps do not shrink the baseline (its own train cap, default all; tuning whole)
+def test_baselines_are_labelled_by_what_they_see(cohort, tmp_path):
+    """Three count baselines: the whole history on every train example, on the probe's own examples, and
+    only the tokens in the model's window; each scores the same held-out examples."""
+    from ehrscale.probe.baseline import count_features
+    from ehrscale.probe.examples import read_counts
+
+    settings = ProbeSettings(**FAST, max_train_examples=100, max_tuning_examples=60)
+    rec = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "planted.json", tmp_path, settings, CTX)
+    v = rec["variants"]
+    assert set(v) == {"full_history", "same_examples", "same_window"}
+    assert all(r["status"] == "ok" for r in v.values()) and v["full_history"]["held_out"]["auroc"]["estimate"] > 0.55
     n_labels = pq.read_table(cohort["labels"]["planted"]).num_rows
-    small = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "c.json", tmp_path / "c.parquet",
-                          ProbeSettings(**FAST, max_train_examples=100, max_tuning_examples=50))
-    assert small["counts"] == rec["counts"] and rec["counts"]["train"]["n"] > 100
-    capped = baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "d.json", tmp_path / "d.parquet",
-                           ProbeSettings(**FAST, baseline_max_train_examples=100))
-    assert abs(capped["counts"]["train"]["n"] - 100) <= 1
-    assert capped["counts"]["tuning"] == rec["counts"]["tuning"] and capped["counts"]["held_out"] == rec["counts"]["held_out"]
-    assert sum(c["n"] for c in rec["counts"].values()) == n_labels  # uncapped: every example
+    assert sum(c["n"] for c in v["full_history"]["counts"].values()) == n_labels  # uncapped: every example
+    assert abs(v["same_examples"]["counts"]["train"]["n"] - 100) <= 1 and abs(v["same_examples"]["counts"]["tuning"]["n"] - 60) <= 1
+    assert v["same_examples"]["counts"] == v["same_window"]["counts"]
+    assert len({json.dumps(r["counts"]["held_out"]) for r in v.values()}) == 1  # one held-out set
+    for name in ("", ".same_examples", ".same_window"):
+        assert pq.read_table(tmp_path / f"planted{name}.predictions.parquet").num_rows == v["full_history"]["counts"]["held_out"]["n"]
+    # the window's counts are the whole history's, cut to the model's input
+    keys, counts = read_counts(tmp_path / "planted.counts.npz")
+    held = keys.iloc[-v["same_examples"]["counts"]["held_out"]["n"]:]
+    split = TokenSplit(cohort["tok"] / "held_out")
+    whole = count_features(split, held["subject_id"], held["prediction_time"], counts.shape[1])
+    window = count_features(split, held["subject_id"], held["prediction_time"], counts.shape[1], CTX)
+    np.testing.assert_array_equal(whole.toarray(), counts[-len(held):].toarray())
+    assert (np.expm1(window.toarray()).round() <= np.expm1(whole.toarray()).round()).all()
+    assert (np.expm1(window.toarray()).sum(1).round() <= CTX).all()  # at most the model's context
+    assert (np.expm1(whole.toarray()).sum(1) > np.expm1(window.toarray()).sum(1) + 0.5).any()  # some histories are longer
+    for i, (sid, t) in enumerate(zip(held["subject_id"].tolist()[:20], held["prediction_time"].tolist()[:20])):
+        ids = probe_input(split, int(split.index_of([sid])[0]), t, CTX)  # the model's own input
+        want = np.bincount(ids, minlength=counts.shape[1])
+        np.testing.assert_allclose(np.expm1(window[i].toarray()[0]), want, atol=1e-9)
+
+
+def test_the_combined_probe_gives_a_paired_gain_over_counts(cohort, tmp_path):
+    settings = ProbeSettings(**FAST)
+    baseline_task(cohort["tok"], cohort["labels"]["planted"], tmp_path / "base" / "planted.json", tmp_path / "base", settings, CTX)
+    rec = probe_embeddings(cohort["emb"], tmp_path / "probe", settings, tmp_path / "base")["tasks"]["planted"]
+    comb = rec["combined"]
+    assert comb["status"] == "ok" and comb["held_out"]["auroc"]["estimate"] > 0.55
+    gain = comb["gain_over_counts"]
+    assert gain["lo"] <= gain["estimate"] <= gain["hi"]
+    alone = pq.read_table(tmp_path / "base" / "planted.same_examples.predictions.parquet")
+    from sklearn.metrics import roc_auc_score
+
+    counts_auroc = roc_auc_score(alone.column("boolean_value").to_numpy(), alone.column("predicted_boolean_probability").to_numpy())
+    assert gain["estimate"] == pytest.approx(comb["held_out"]["auroc"]["estimate"] - counts_auroc)
 
 
 # --------------------------------------------------------------------------- utility laws
@@ -322,16 +393,18 @@ def test_frontier_law_recovers_a_known_curve():
     budgets = np.geomspace(1e11, 1e14, 6)
     z = np.log(budgets) - np.log(budgets).mean()
     truth = (0.80, 0.06, 0.7)
-    exact = fit_utility_frontier(budgets, saturating(z, *truth), np.full(6, 0.01), draws=50)
-    np.testing.assert_allclose(exact["params"], truth, atol=2e-3)
+    exact = fit_utility_frontier(budgets, saturating(z, *truth), np.full(6, 0.01))
+    np.testing.assert_allclose(exact.record["params"], truth, atol=2e-3)
     rng = np.random.default_rng(0)
     covered = 0
     for _ in range(20):
         y = saturating(z, *truth) + 0.005 * rng.standard_normal(6)
-        fit = fit_utility_frontier(budgets, y, np.full(6, 0.005), draws=100, seed=int(rng.integers(1 << 30)))
+        draws = y + 0.005 * rng.standard_normal((100, 6))  # resamples of the same noise
+        fit = fit_utility_frontier(budgets, y, np.full(6, 0.005), draws).record
         covered += fit["A"]["ci_low"] <= truth[0] <= fit["A"]["ci_high"]
+        assert fit["A"]["identified"] and fit["gamma"]["identified"]
     assert covered >= 15  # nominal 95 %: at least 15 of 20
-    assert not fit_utility_frontier(budgets[:2], [0.7, 0.72], [0.01, 0.01])["fitted"]
+    assert not fit_utility_frontier(budgets[:2], [0.7, 0.72], [0.01, 0.01]).record["fitted"]
 
 
 def test_two_stage_law_recovers_a_known_line_and_covers():
@@ -341,43 +414,10 @@ def test_two_stage_law_recovers_a_known_line_and_covers():
     for _ in range(60):
         loss = rng.uniform(2.0, 3.0, 17)
         y = a + b * loss + 0.01 * rng.standard_normal(17)
-        fit = fit_two_stage(loss, y, np.full(17, 0.01), draws=300, seed=int(rng.integers(1 << 30)))
+        fit = fit_two_stage(loss, y, np.full(17, 0.01), seed=int(rng.integers(1 << 30)))
         assert abs(fit["params"][1] - b) < 0.05
         covered += fit["b"]["ci_low"] <= b <= fit["b"]["ci_high"]
     assert covered >= 50  # nominal 95 % of 60 = 57
-
-
-def _record(path: Path, cell: str, aurocs: dict) -> Path:
-    tasks = {t: {"status": "ok", "held_out": {"auroc": {"estimate": v, "lo": v - 0.02, "hi": v + 0.02}}}
-             for t, v in aurocs.items()}
-    tasks["rare"] = {"status": "skipped", "reason": "too few examples in held_out: 2 positive, 90 negative"}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"cell": cell, "tasks": tasks}))
-    return path
-
-
-def test_utility_fit_reports_rise_backtest_baseline_and_skips(tmp_path):
-    budgets = [1e11, 1e12, 1e13, 1e14]
-    rows, files = [], []
-    for b in budgets:
-        for k, n in enumerate([1e4, 3e4, 1e5]):
-            cell = f"C{b:.0e}_{k}"
-            loss = 3.0 - 0.1 * np.log10(b) + 0.05 * abs(k - 1)
-            rows.append({"cell": cell, "budget": b, "n": n, "tokens": b / (6 * n), "loss": loss})
-            files.append(_record(tmp_path / cell / "metrics.json", cell,
-                                 {"rising": 2.0 - 0.5 * loss, "flat": 0.6 + 0.001 * k}))
-    base = tmp_path / "base.json"
-    base.write_text(json.dumps({"task": "rising", "status": "ok", "held_out": {"auroc": {"estimate": 0.7, "lo": 0.68, "hi": 0.72}}}))
-    result, table = fit_utility(pd.DataFrame(rows), files, [base], draws=100)
-    r, f = result["tasks"]["rising"], result["tasks"]["flat"]
-    assert r["rise"]["beyond_intervals"] and not f["rise"]["beyond_intervals"]
-    assert result["n_tasks_rising"] == 1 and len(table) == 24
-    assert r["backtest"]["two_stage"]["estimable"] and abs(r["backtest"]["two_stage"]["error"]) < 1e-6
-    assert r["backtest"]["frontier"]["estimable"]
-    assert r["baseline"]["auroc"]["estimate"] == 0.7
-    assert result["skipped"]["rare"][0]["reason"].startswith("too few")
-    text = utility_section(result)
-    assert "rising" in text and "0.68" in text and "not estimable" not in text.split("| rising |")[1].split("\n")[0]
 
 
 def test_paired_auroc_difference_covers_and_is_narrower_than_unpaired():
@@ -401,39 +441,10 @@ def test_paired_auroc_difference_covers_and_is_narrower_than_unpaired():
         d = paired_auroc_difference(y, p_a, p_b, n_boot=300, seed=t)
         assert d["estimate"] == pytest.approx(roc_auc_score(y, p_b) - roc_auc_score(y, p_a))
         covered += d["lo"] <= truth <= d["hi"]
-        ma, mb = binary_metrics(y, p_a, 300, seed=t), binary_metrics(y, p_b, 300, seed=t)
+        ma, mb = binary_metrics(y, p_a, n_boot=300, seed=t), binary_metrics(y, p_b, n_boot=300, seed=t)
         narrower += (d["hi"] - d["lo"]) < min(ma["auroc"]["hi"] - ma["auroc"]["lo"], mb["auroc"]["hi"] - mb["auroc"]["lo"])
     assert covered >= 34  # nominal 95 % of 40 = 38
     assert narrower == trials
-
-
-def test_utility_fit_gives_the_rise_a_paired_interval_from_the_predictions(tmp_path):
-    rng = np.random.default_rng(1)
-    n = 800
-    z = rng.standard_normal(n)
-    y = rng.random(n) < 1 / (1 + np.exp(-(z - 1.5)))
-    noise = rng.standard_normal(n)
-    rows, files = [], []
-    for b, weight in ((1e11, 0.3), (1e12, 1.0)):
-        cell = f"C{b:.0e}_0"
-        p = 1 / (1 + np.exp(-(weight * z + noise)))
-        rows.append({"cell": cell, "budget": b, "n": 1e4, "tokens": b / 6e4, "loss": 3.0 - 0.1 * np.log10(b)})
-        files.append(_record(tmp_path / cell / "metrics.json", cell, {"t": float(roc_auc_score_(y, p))}))
-        pd.DataFrame({"subject_id": np.arange(n), "prediction_time": pd.Timestamp("2020-01-01"), "boolean_value": y,
-                      "predicted_boolean_probability": p, "predicted_boolean_value": p > 0.5}).to_parquet(
-            tmp_path / cell / "t.predictions.parquet")
-    result, _ = fit_utility(pd.DataFrame(rows), files, draws=200)
-    paired = result["tasks"]["t"]["rise"]["paired"]
-    assert paired["n"] == n and paired["ci_low"] > 0 and paired["beyond_interval"]
-    assert paired["estimate"] == pytest.approx(result["tasks"]["t"]["rise"]["rise"])
-    assert result["n_tasks_rising_paired"] == 1
-    assert "paired" in utility_section(result)
-
-
-def roc_auc_score_(y, p):
-    from sklearn.metrics import roc_auc_score
-
-    return roc_auc_score(y, p)
 
 
 def test_caps_are_fixed_stratified_nested_subsets():

@@ -32,14 +32,17 @@ rule embed:
 
 
 rule probe:
-    """The logistic-regression probe of one cell's embeddings on every task."""
+    """The logistic-regression probes of one cell's embeddings on every task: alone, and with the count
+    baseline's features of the same examples (what the model adds beyond counts)."""
     input:
-        f"{RESULTS}/probes/{{cell}}/embeddings.npz",
+        embeddings=f"{RESULTS}/probes/{{cell}}/embeddings.npz",
+        counts=[f"{RESULTS}/baseline/{task}.counts.npz" for task in PLAN.tasks],
+        counts_alone=[f"{RESULTS}/baseline/{task}.same_examples.predictions.parquet" for task in PLAN.tasks],
     output:
         metrics=f"{RESULTS}/probes/{{cell}}/metrics.json",
         predictions=[f"{RESULTS}/probes/{{cell}}/{task}.predictions.parquet" for task in PLAN.tasks],
     params:
-        settings=PLAN.settings("probe", exclude=("device", "batch_tokens", "baseline_max_train_examples")),
+        settings=PLAN.settings("probe", exclude=("device", "batch_tokens", "baseline_max_train_examples", "history")),
     log:
         f"{RESULTS}/logs/probe_fit/{{cell}}.log",
     benchmark:
@@ -47,20 +50,25 @@ rule probe:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale probe --embeddings {input} --out $(dirname {output.metrics}) "
-        "--settings {params.settings:q} > {log} 2>&1"
+        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale probe --embeddings {input.embeddings} "
+        "--baseline $(dirname {input.counts[0]}) --out $(dirname {output.metrics}) --settings {params.settings:q} > {log} 2>&1"
 
 
 rule baseline:
-    """The no-model baseline of one task: the same probe on bag-of-codes counts."""
+    """The no-model lines of one task, by what they see: counts of the whole history on every train
+    example, on the probe's own examples, and of the model's window only (ehrscale.probe.baseline)."""
     input:
         tokens=PLAN.tokens_dir,
         labels=f"{RESULTS}/labels/{{task}}.parquet",
     output:
         record=f"{RESULTS}/baseline/{{task}}.json",
         predictions=f"{RESULTS}/baseline/{{task}}.predictions.parquet",
+        same_examples=f"{RESULTS}/baseline/{{task}}.same_examples.predictions.parquet",
+        same_window=f"{RESULTS}/baseline/{{task}}.same_window.predictions.parquet",
+        counts=f"{RESULTS}/baseline/{{task}}.counts.npz",
     params:
-        settings=PLAN.settings("probe", exclude=("device", "batch_tokens")),
+        settings=PLAN.settings("probe", exclude=("device", "batch_tokens", "history")),
+        context_length=config["model"]["context_length"],
     log:
         f"{RESULTS}/logs/baseline/{{task}}.log",
     benchmark:
@@ -69,4 +77,4 @@ rule baseline:
         "../../envs/ehrscale.yaml"
     shell:
         "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale baseline --tokens {input.tokens} --labels {input.labels} "
-        "--out {output.record} --predictions {output.predictions} --settings {params.settings:q} > {log} 2>&1"
+        "--out {output.record} --context-length {params.context_length} --settings {params.settings:q} > {log} 2>&1"

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.files import atomic_path
 from ehrscale.probe.inputs import read_labels
 from ehrscale.probe.settings import ProbeSettings
 
@@ -69,3 +70,26 @@ def load_embeddings(path) -> tuple[np.ndarray, dict, dict]:
             tasks[t] = pd.DataFrame({k: z[f"{t}__{k}"] for k in ("row", "subject_id", "prediction_time", "label", "split")})
             tasks[t]["split"] = [splits[i] for i in tasks[t]["split"]]
         return z["x"], tasks, meta
+
+
+def write_counts(path, examples: pd.DataFrame, matrix) -> None:
+    """The count baseline's features of a task's probe examples (keys and a CSR matrix), for the
+    probe that combines them with an embedding (:mod:`ehrscale.probe.linear`)."""
+    m = matrix.tocsr()
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, subject_id=examples["subject_id"].to_numpy(np.int64),
+                     prediction_time=examples["prediction_time"].to_numpy(np.int64),
+                     data=m.data, indices=m.indices, indptr=m.indptr, shape=np.asarray(m.shape, np.int64))
+
+
+def read_counts(path):
+    """(keys DataFrame of subject_id and prediction_time, CSR matrix) from :func:`write_counts`' file."""
+    import scipy.sparse as sp
+
+    path = Path(path)
+    if not path.exists():
+        raise EhrscaleError(f"count features not found: {path} (run ehrscale baseline)")
+    with np.load(path) as z:
+        keys = pd.DataFrame({"subject_id": z["subject_id"], "prediction_time": z["prediction_time"]})
+        return keys, sp.csr_matrix((z["data"], z["indices"], z["indptr"]), shape=tuple(z["shape"]))
