@@ -14,9 +14,25 @@ the hidden state at each position depend only on the tokens before it, so readin
 and batched (right padding, causal) under ``batch_tokens``; no gradient; bf16 autocast on CUDA.
 The last block runs only at the positions read (keys and values everywhere).
 
+**History** (``probe.history``). ``recent`` (the default) embeds the probe input above: the last
+context window before the prediction time. ``whole`` adds the earlier windows that cover the rest
+of the history, going backwards from the recent cut: earlier window k has the static prefix and
+the body ``[cut_k, cut_{k-1})`` (cut_0 = the recent cut), where cut_k is the first event start at
+or after ``cut_{k-1} - (context_length - P)``, never before the body start
+(:func:`ehrscale.tokens.store.earlier_cuts`, the store's own event-boundary rule), until the body
+start is reached. Each earlier window's state is the final hidden state at its last token; an
+example's embedding is the mean of its recent state and all its earlier windows' states, equally
+weighted. Every earlier window ends at or before the recent cut, so nothing at or after the
+prediction time is read. The chain depends only on (patient, recent cut), so all examples of a
+recent window share it, and chains that meet share their windows from there: each distinct
+earlier window is embedded once (one read position, its last token), batched like the recent
+windows. With ``recent`` nothing of this runs and the output is what it always was.
+
 Output ``.npz``: ``x`` (float32, [unique examples, d_model]) and, per task, ``<task>__row``
 (row of ``x``), ``<task>__subject_id``, ``<task>__prediction_time`` (µs), ``<task>__label``,
-``<task>__split`` (index into ``splits``); ``meta`` (JSON: counts, seconds, device).
+``<task>__split`` (index into ``splits``); ``meta`` (JSON: counts, seconds, device; ``n_windows``
+and ``n_tokens`` count the recent windows; with ``whole`` also ``history``, ``n_history_windows``
+(distinct earlier windows), ``n_history_tokens`` and ``n_history_padded_tokens``).
 """
 
 from __future__ import annotations
@@ -39,7 +55,7 @@ from ehrscale.extract.splits import SPLITS
 from ehrscale.model.gpt import GPT, load_model
 from ehrscale.probe.examples import probe_examples
 from ehrscale.probe.settings import ProbeSettings
-from ehrscale.tokens.store import TokenSplit, probe_spans
+from ehrscale.tokens.store import TokenSplit, history_chains, probe_spans
 from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
 
 log = logging.getLogger(__name__)
@@ -66,6 +82,44 @@ def plan_windows(split: TokenSplit, examples: pd.DataFrame, context_length: int)
             k = m
     uid = uniq[["index", "end"]].assign(uid=np.arange(len(uniq)))
     return ex.merge(uid, on=["index", "end"], how="left"), windows
+
+
+def plan_history(split: TokenSplit, ex: pd.DataFrame, windows: list, context_length: int) -> tuple[list, np.ndarray, np.ndarray]:
+    """The distinct earlier windows behind the recent ``windows`` of :func:`plan_windows` (its ``ex``
+    gives each window's patient), for ``history: whole``.
+
+    Returns ``(earlier, owner, row)``: ``earlier`` in :func:`plan_windows`' window format
+    ``(prefix_start, lo, hi, [row], [last position])``, one per distinct (patient, lo, hi), row r
+    of the earlier states; and, for every (recent window, earlier window) pair of the chains,
+    ``owner`` (index into ``windows``) and ``row`` (its earlier window's row)."""
+    if not windows:
+        return [], np.zeros(0, np.int64), np.zeros(0, np.int64)
+    index_of_uid = ex.drop_duplicates("uid").set_index("uid")["index"]
+    idx = index_of_uid.loc[[int(w[3][0]) for w in windows]].to_numpy(np.int64)
+    cut = np.array([w[1] for w in windows], np.int64)
+    owner, start, lo, hi = history_chains(split, idx, cut, context_length)
+    if (hi > cut[owner]).any() or (lo >= hi).any():  # the store's guarantee; never read past the recent cut
+        raise EhrscaleError(f"{split.path}: an earlier window does not end before its recent cut")
+    keys = np.stack([start, lo, hi], 1)
+    uniq, row = np.unique(keys, axis=0, return_inverse=True)
+    row = row.reshape(-1).astype(np.int64)
+    earlier = [(int(a), int(c), int(e), np.array([r]), np.array([STATIC_PREFIX_LEN + e - c - 1], np.int64))
+               for r, (a, c, e) in enumerate(uniq.tolist())]
+    return earlier, owner.astype(np.int64), row
+
+
+def pool_history(x: np.ndarray, windows: list, h: np.ndarray, owner: np.ndarray, row: np.ndarray) -> np.ndarray:
+    """Each example's mean of its recent state (``x``, by uid) and its chain's earlier states (``h``,
+    by row; pairs ``owner``/``row`` from :func:`plan_history`), equally weighted, in float64."""
+    n = len(windows)
+    total = np.zeros((n, x.shape[1]), np.float64)
+    np.add.at(total, owner, h[row].astype(np.float64))
+    count = np.bincount(owner, minlength=n).astype(np.float64)
+    window_of_uid = np.zeros(len(x), np.int64)
+    for w, (_, _, _, uids, _) in enumerate(windows):
+        window_of_uid[uids] = w
+    pooled = (x.astype(np.float64) + total[window_of_uid]) / (1.0 + count[window_of_uid])[:, None]
+    return pooled.astype(np.float32)
 
 
 @torch.inference_mode()
@@ -113,6 +167,7 @@ def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settin
     allx = pd.concat([df.assign(task=t) for t, df in tasks.items()], ignore_index=True)
     arrays: dict[str, np.ndarray] = {}
     xs, offset, n_windows, n_tokens, n_padded = [], 0, 0, 0, 0
+    n_hist, n_hist_tokens, n_hist_padded = 0, 0, 0
     uid = np.full(len(allx), -1, np.int64)
     for split in SPLITS:
         part = allx[allx["split"] == split]
@@ -123,6 +178,13 @@ def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settin
         ex, windows = plan_windows(st, part, ctx)
         n_uid = int(ex["uid"].max()) + 1
         x, padded = embed_windows(model, st, windows, n_uid, device, settings.batch_tokens)
+        if settings.history == "whole":
+            earlier, owner, row = plan_history(st, ex, windows, ctx)
+            h, hist_padded = embed_windows(model, st, earlier, len(earlier), device, settings.batch_tokens)
+            x = pool_history(x, windows, h, owner, row)
+            n_hist += len(earlier)
+            n_hist_tokens += int(sum(STATIC_PREFIX_LEN + e - c for _, c, e, _, _ in earlier))
+            n_hist_padded += hist_padded
         uid[ex["orig"].to_numpy()] = ex["uid"].to_numpy() + offset
         xs.append(x)
         offset += n_uid
@@ -145,6 +207,9 @@ def embed_cell(model_path, tokens_dir, labels: dict[str, Path], out_path, settin
             "n_embedded": int(offset), "n_windows": n_windows, "n_tokens": n_tokens, "n_padded_tokens": n_padded,
             "seconds": seconds, "device": str(device), "dtype": "bfloat16" if device.type == "cuda" else "float32",
             "d_model": model.cfg.d_model, "context_length": ctx}
+    if settings.history != "recent":  # recent: the meta it always had
+        meta |= {"history": settings.history, "n_history_windows": n_hist, "n_history_tokens": n_hist_tokens,
+                 "n_history_padded_tokens": n_hist_padded}
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_path) as tmp:

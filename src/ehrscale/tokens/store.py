@@ -35,7 +35,7 @@ from ehrscale.extract.splits import SPLITS
 from ehrscale.tokens.vocab import STATIC_PREFIX_LEN, token_group
 
 __all__ = ["TokenSplit", "SplitWriter", "read_stats", "target_tokens_from_stats", "read_vocab_tokens", "event_start_tables",
-           "probe_span", "probe_spans", "probe_input", "split_of_subjects", "to_us"]
+           "probe_span", "probe_spans", "probe_input", "earlier_cuts", "history_chains", "split_of_subjects", "to_us"]
 
 ARRAYS = ("tokens", "offsets", "times", "subject_ids")
 
@@ -240,6 +240,55 @@ def probe_span(split: TokenSplit, patient_index: int, prediction_time, context_l
     """(start, cut, end) of one example (see :func:`probe_spans`)."""
     a, cut, end = probe_spans(split, [patient_index], [to_us(prediction_time)], context_length)
     return int(a[0]), int(cut[0]), int(end[0])
+
+
+def earlier_cuts(split: TokenSplit, patient_index, cut, context_length: int) -> np.ndarray:
+    """Per example, the cut of the window just before a body that starts at ``cut``: the earlier
+    window's body is ``tokens[earlier:cut]``, where ``earlier`` is the first event start at or
+    after ``cut - (context_length - P)``, never before the body start (the same event-boundary
+    rule as :func:`probe_spans`' left cut, applied at ``cut`` instead of at the end).
+
+    Returns ``cut`` itself when there is no earlier window: ``cut`` is the body start, or no event
+    starts in the budget before it (one event longer than the context; what lies before it is not
+    reachable at an event boundary). Every earlier window ends at ``cut``, so a chain of them
+    starting from a probe cut never reads a token at or after that cut."""
+    if context_length <= STATIC_PREFIX_LEN:
+        raise EhrscaleError(f"context_length must exceed the static prefix ({STATIC_PREFIX_LEN}), got {context_length}")
+    idx = np.atleast_1d(np.asarray(patient_index, np.int64))
+    c = np.atleast_1d(np.asarray(cut, np.int64))
+    if idx.shape != c.shape:
+        raise EhrscaleError(f"earlier_cuts: {len(idx)} patient indices but {len(c)} cuts")
+    bad = (idx < 0) | (idx >= len(split))
+    if bad.any():
+        raise EhrscaleError(f"patient_index {int(idx[bad][0])} out of range for a split of {len(split)} subjects")
+    body_start = split.offsets[idx] + STATIC_PREFIX_LEN
+    body_stop = np.maximum(split.offsets[idx + 1] - 1, body_start)
+    outside = (c < body_start) | (c > body_stop)
+    if outside.any():
+        k = int(np.flatnonzero(outside)[0])
+        raise EhrscaleError(f"cut {int(c[k])} is outside patient {int(idx[k])}'s body [{int(body_start[k])}, {int(body_stop[k])}]")
+    return _first_event_starts(split, np.maximum(body_start, c - (context_length - STATIC_PREFIX_LEN)), c, body_start)
+
+
+def history_chains(split: TokenSplit, patient_index, cut, context_length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every earlier window of every example, walking :func:`earlier_cuts` back from ``cut`` until
+    it reaches the body start (or can go no further). Returns flat arrays ``(example, start, lo, hi)``:
+    earlier window ``k`` (k = 1, 2, ...) of example ``example`` is the prefix ``tokens[start:start+P]``
+    and the body ``tokens[lo:hi]``, with ``hi`` = cut_{k-1} (cut_0 = ``cut``) and ``lo`` = cut_k;
+    rows are ordered by k, then by example. Windows are not deduplicated here."""
+    idx = np.atleast_1d(np.asarray(patient_index, np.int64))
+    cur = np.atleast_1d(np.asarray(cut, np.int64)).copy()
+    ex = np.arange(len(idx))
+    out: list[tuple[np.ndarray, ...]] = []
+    while len(ex):
+        nxt = earlier_cuts(split, idx, cur, context_length)
+        go = nxt < cur
+        ex, idx, lo, hi = ex[go], idx[go], nxt[go], cur[go]
+        out.append((ex, split.offsets[idx], lo, hi))
+        cur = lo
+    if not out:
+        return tuple(np.zeros(0, np.int64) for _ in range(4))  # type: ignore[return-value]
+    return tuple(np.concatenate([o[j] for o in out]).astype(np.int64) for j in range(4))  # type: ignore[return-value]
 
 
 def probe_input(split: TokenSplit, patient_index: int, prediction_time, context_length: int) -> np.ndarray:
