@@ -105,7 +105,7 @@ def test_plan_budget_calls_fit_module(monkeypatch, capsys, tmp_path):
 
     calls = []
     fake = types.ModuleType("ehrscale.fit.optimal")
-    fake.optimal_for_budget = lambda path, budget: calls.append((path, budget)) or {"n_params": 1.5e5, "tokens": 3e6, "loss": 2.1}
+    fake.optimal_for_budget = lambda path, budget, unique=None: calls.append((path, budget)) or {"n_params": 1.5e5, "tokens": 3e6, "loss": 2.1}
     fake.format_plan = lambda result: "\n".join(f"{k}: {v:.4g}" for k, v in result.items())
     monkeypatch.setitem(sys.modules, "ehrscale.fit.optimal", fake)
     fits = tmp_path / "scaling.json"
@@ -116,9 +116,10 @@ def test_plan_budget_calls_fit_module(monkeypatch, capsys, tmp_path):
     assert main(["plan", "--budget", "1e13"]) == 2  # --budget needs --fits
 
 
-@pytest.mark.parametrize("size, budget", [("d32L2", 3e11), ("n1B", 1.5e12), ("x-1.2", 7.25e20)])
-def test_cell_id_round_trips(size, budget):
-    assert parse_cell_id(cell_id(size, budget)) == (size, budget)
+@pytest.mark.parametrize("size, budget, fraction", [("d32L2", 3e11, 1.0), ("n1B", 1.5e12, 0.25), ("x-1.2", 7.25e20, 0.0625)])
+def test_cell_id_round_trips(size, budget, fraction):
+    assert parse_cell_id(cell_id(size, budget, fraction)) == (size, budget, fraction)
+    assert ("_u" in cell_id(size, budget, fraction)) == (fraction < 1)  # the whole split keeps the old ids
 
 
 def test_parse_cell_id_rejects_garbage():
@@ -128,7 +129,7 @@ def test_parse_cell_id_rejects_garbage():
 
 def test_single_cell_grid_keeps_exactly_that_cell():
     grid = load_settings(GridSettings, single_cell_grid("C1e12_d16L2", GridSettings()), "grid")
-    kept, dropped = plan_cells(DEBUG_SIZES, grid, 2000, 256, train_tokens=10)  # would be many epochs
+    kept, dropped = plan_cells(DEBUG_SIZES, grid, 2000, 256, 10)  # would be many epochs
     assert [c.id for c in kept] == ["C1e12_d16L2"] and not dropped
 
 
@@ -166,3 +167,45 @@ def test_plan_sizes_the_paper_grid_for_a_cluster(capsys):
     hours = wsd
     longest = re.search(r"longest job: (C\S+) ([\d.]+)h \(asks the scheduler for ([\d.]+)h", text)
     assert longest and float(longest.group(3)) >= float(longest.group(2)) and hours > float(longest.group(2))
+
+
+def test_the_paper_preset_keeps_five_sizes_at_every_budget_on_real_mimic_data(tmp_path, capsys):
+    """About 2.67e8 train tokens (the paper's MIMIC-IV): the top budgets repeat data, and the planner centres
+    their sizes on the data-constrained optimum instead of dropping them; the plan prints each cell's epochs."""
+    stats = {"vocab_size": 30000, "splits": {"train": {"n_subjects": 240_000, "n_tokens": 267_240_000},
+                                             "tuning": {"n_subjects": 30_000, "n_tokens": 33_000_000},
+                                             "held_out": {"n_subjects": 30_000, "n_tokens": 33_000_000}}}
+    (tmp_path / "stats.json").write_text(json.dumps(stats))
+    assert main(["plan", "--config", str(ROOT / "config" / "mimic-iv.yaml"), "--tokens-stats", str(tmp_path),
+                 "--json", str(tmp_path / "plan.json")]) == 0
+    out = capsys.readouterr().out
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    per_budget = {}
+    for c in plan["cells"]:
+        per_budget[c["budget"]] = per_budget.get(c["budget"], 0) + 1
+    assert len(per_budget) == 6 and min(per_budget.values()) >= 5, per_budget
+    assert max(c["epochs"] for c in plan["cells"]) > 4  # the top budgets do repeat data
+    assert all(f"{c['epochs']:.2f}" in out for c in plan["cells"])  # each cell's epochs, printed
+
+
+def test_centring_moves_up_only_where_the_optimum_would_repeat_data():
+    from ehrscale.plan.grid import CentreSettings
+
+    centre = CentreSettings(params=1e5, budget=1e12, exponent=0.6)
+    free = centre.optimum(1e12)
+    assert centre.optimum(1e12, unique_tokens=10 * 1e12 / (6 * free)) == free  # enough data: unchanged
+    scarce = centre.optimum(1e12, unique_tokens=0.05 * 1e12 / (6 * free))
+    assert scarce > 1.5 * free  # 20 epochs at the free optimum: compute moves to parameters
+    assert 1e12 / (6 * scarce) < 20 * 0.05 * 1e12 / (6 * free)  # and it repeats less
+
+
+def test_the_default_grid_is_unchanged_by_the_data_axis():
+    """The default run never repeats data: its cells, with data_fractions [1.0], are the cells without the axis."""
+    config = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    grid = load_settings(GridSettings, config["grid"], "grid")
+    assert grid.data_fractions == [1.0]
+    train = load_settings(TrainSettings, config["train"], "train")
+    kept, _ = plan_cells(DEBUG_SIZES, grid, 501, 256, 6_860_943, train=train)
+    assert len(kept) == 48 and all("_u" not in c.id and c.epochs < 1 for c in kept)
+    blind = plan_cells(DEBUG_SIZES, grid, 501, 256, None, train=train)[0]  # no knowledge of the data at all
+    assert [c.id for c in kept] == [c.id for c in blind]

@@ -33,8 +33,8 @@ DUCKDB_MEMORY = "$(( {resources.mem_mb} * 3 / 4 ))MB"
 
 wildcard_constraints:
     seed=r"\d+",
-    cell=r"C[0-9p]+e-?[0-9]+_[A-Za-z0-9][A-Za-z0-9.\-]*",
-    size=r"[A-Za-z0-9][A-Za-z0-9.\-]*",
+    cell=r"C[0-9p]+e-?[0-9]+_[A-Za-z0-9][A-Za-z0-9.\-]*(_u[0-9p]+)?",
+    size=r"[A-Za-z0-9][A-Za-z0-9.\-]*(_u[0-9p]+)?",  # a size, or (stable chains) a size on a data fraction
     branch=r"\d+",
     mult=r"[0-9]+(\.[0-9]+)?",
 

@@ -1,6 +1,7 @@
 # The laws: `fit` (loss laws from the trained cells) and `fit_utility` (utility laws from their probes).
 # Two rules, so a new probe record never reruns the loss-law bootstraps and calibration.
-LOSS_FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape"]
+LOSS_FIGURES = ["isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape",
+                "loss_epochs"]
 UTILITY_FIGURES = ["utility_compute", "utility_loss"]
 
 

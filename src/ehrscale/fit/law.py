@@ -100,3 +100,12 @@ def allocate_flops(p, budget: float, fpt_relation: dict, half_width: float = 6.0
 def predict(p, n, d):
     E, A, B, alpha, beta = p
     return E + A / np.asarray(n, float) ** alpha + B / np.asarray(d, float) ** beta
+
+
+def effective_data(tokens, unique_tokens, r_star):
+    """Muennighoff et al. (2023): D' = U + U R* (1 - exp(-(D/U - 1) / R*)) once D > U, else D: the
+    fresh-data equivalent of D tokens drawn from U unique ones (a repeated token decays in value)."""
+    d, u = np.asarray(tokens, float), np.asarray(unique_tokens, float)
+    with np.errstate(over="ignore", invalid="ignore"):
+        repeated = u + u * r_star * (1 - np.exp(-(d / u - 1) / r_star))
+    return np.where(d > u, repeated, d)

@@ -32,7 +32,8 @@ from ehrscale.fit.intervals import bounded_interval, jsonable, percentile_interv
 from ehrscale.fit.isoflops import fit_isoflops
 from ehrscale.fit.law import PARAM_NAMES, predict
 from ehrscale.fit.parametric import fit_parametric
-from ehrscale.fit.points import PARAM_COLUMNS, load_points, training_record
+from ehrscale.fit.points import PARAM_COLUMNS, fresh_cells, load_points, training_record
+from ehrscale.fit.repetition import calibrate_data_constrained, fit_data_constrained
 from ehrscale.fit.robustness import backtest, leave_one_budget_out, sensitivity
 from ehrscale.fit.settings import FitSettings
 from ehrscale.fit.vp import fit_vp, flops_basis_exponents
@@ -115,9 +116,38 @@ def _guarded(name: str, warnings: list[str], func, *args, **kwargs):
         return None
 
 
+def _data_constrained(points: pd.DataFrame, s: FitSettings, replicates, warnings: list[str]) -> dict | None:
+    """The data-constrained law on every cell, when some cell repeats its data (else None: nothing to say)."""
+    if "unique_tokens" not in points or not (pd.to_numeric(points["epochs"], errors="coerce") > 1).any():
+        return None
+    n, d, u, loss = (points[k].to_numpy(float) for k in ("n", "tokens", "unique_tokens", "loss"))
+    dc = _guarded("data-constrained law", warnings, fit_data_constrained, n, d, u, loss, strata=points["budget"].to_numpy(),
+                  delta=s.huber_delta, bootstrap_reps=s.repeat_bootstrap, seed=s.seed, level=s.ci_level)
+    if not dc or not dc.get("fitted"):
+        return dc
+    dc["unique_tokens"] = float(u.max())
+    if not dc["params"]["r_star"]["identified"]:
+        warnings.append(f"data-constrained law: R* is not identified ({dc['params']['r_star']['reason']})")
+    if s.repeat_calibration_sims:
+        noise = (noise_from_replicates(points, replicates) or
+                 noise_from_residuals(dc["residual_log_loss_rms"], len(points), n_params=6))
+        p = [dc["params"][k]["estimate"] for k in ("E", "A", "B", "alpha", "beta", "r_star")]
+        dc["calibration"] = _guarded("data-constrained calibration", warnings, calibrate_data_constrained, n, d, u, p,
+                                     noise["sigma_log_loss"], strata=points["budget"].to_numpy(),
+                                     sims=s.repeat_calibration_sims, reps=s.repeat_calibration_bootstrap,
+                                     seed=s.seed + 1, level=s.ci_level, delta=s.huber_delta)
+        if dc["calibration"]:
+            dc["calibration"]["noise"] = noise
+    return dc
+
+
 def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str] | None, replicates) -> dict:
     s = settings
     warnings = list(warnings or [])
+    everything, points = points, fresh_cells(points)
+    if len(points) < len(everything):
+        warnings.append(f"{len(everything) - len(points)} cell(s) on unique-data subsets: only the data-constrained law "
+                        f"reads them; the IsoFLOPs and L(N, D) fits use the {len(points)} on the whole split")
     sizes = points.groupby("budget")["n"].nunique()
     if not (sizes >= 3).any():
         raise EhrscaleError(
@@ -161,6 +191,7 @@ def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str]
             "sensitivity": _guarded("sensitivity", warnings, sensitivity, points, delta=s.huber_delta, level=s.ci_level,
                                     param_count=s.param_count) or [],
         }
+    dc = _data_constrained(everything, s, replicates, warnings)
     return jsonable({
         "schema": SCHEMA,
         "param_count": s.param_count, "param_column": PARAM_COLUMNS[s.param_count],
@@ -170,7 +201,7 @@ def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str]
         "settings": dataclasses.asdict(s), "paper": PAPER, "headline": headline,
         "approach2": iso, "approach3": par, "approach3_epoch": epoch, "calibration": cal, "robustness": checks,
         "frontiers": frontiers, "warnings": warnings,
-    })
+    } | ({"data_constrained": dc} if dc is not None else {}))
 
 
 def points_table(points: pd.DataFrame, result: dict) -> pd.DataFrame:

@@ -24,7 +24,29 @@ def _load(path) -> dict:
     return fits
 
 
-def optimal_for_budget(scaling_json_path, budget: float) -> dict:
+def repeated_optimum(p, budget: float, unique_tokens: float) -> dict:
+    """Minimise the data-constrained law at C = 6ND when only ``unique_tokens`` exist: N, D, epochs, loss,
+    the loss the same (N, D) would reach on fresh data, and the difference (the loss lost to repetition).
+    ``p``: [E, A, B, alpha, beta, R*], one vector or columns of many (bootstrap samples)."""
+    from ehrscale.fit.repetition import predict
+
+    p = np.asarray(p, float).reshape(6, -1)
+    log_n = np.linspace(math.log(1e2), math.log(1e13), 4401)[:, None]
+    n = np.exp(log_n)
+    d = budget / (6 * n)
+    with np.errstate(all="ignore"):
+        loss = predict(p[:, None, :], n, d, unique_tokens)
+    loss = np.where(np.isfinite(loss), loss, np.inf)
+    i = np.argmin(loss, axis=0)
+    cols = np.arange(p.shape[1])
+    n_opt, d_opt = n[i, 0], d[i, 0]
+    fresh = p[0] + p[1] / n_opt ** p[3] + p[2] / d_opt ** p[4]
+    best = loss[i, cols]
+    return {"n_opt": n_opt, "d_opt": d_opt, "epochs": d_opt / unique_tokens, "tokens_per_param": d_opt / n_opt,
+            "loss": best, "loss_if_fresh": fresh, "loss_lost_to_repetition": best - fresh}
+
+
+def optimal_for_budget(scaling_json_path, budget: float, unique_tokens: float | None = None) -> dict:
     """Compute-optimal N, D, D/N and predicted loss at ``budget`` FLOPs, with intervals.
 
     ``approach3``: closed form at C = 6ND from the parametric fit; intervals are the
@@ -32,7 +54,9 @@ def optimal_for_budget(scaling_json_path, budget: float) -> dict:
     minimised along C = flops_per_token(N) D with the cells' FLOPs-per-token relation (the
     one to use when embeddings or attention make FLOPs per token differ from 6N). ``approach2``: the power laws
     N_opt = k C^a, D_opt = k' C^b, with t intervals of the mean. ``frontier_loss``: the
-    loss-frontier fit L(C) = E + K C^-gamma. Any part not fitted is ``None``.
+    loss-frontier fit L(C) = E + K C^-gamma. ``data_constrained``: with the data-constrained law (cells
+    that repeated their data) and ``unique_tokens`` (default: the most any fitted cell had), the optimum
+    when data repeats (:func:`repeated_optimum`). Any part not fitted is ``None``.
     """
     from ehrscale.fit.frontier import frontier_band
     from ehrscale.fit.isoflops import predict_power_law
@@ -72,6 +96,15 @@ def optimal_for_budget(scaling_json_path, budget: float) -> dict:
     if fr and fr.get("fitted"):
         mean, lo_, hi_ = frontier_band(fr, [budget], level)
         out["frontier_loss"] = interval(mean[0], *((lo_[0], hi_[0]) if lo_ is not None else (math.nan, math.nan)))
+    dc = fits.get("data_constrained")
+    out["data_constrained"] = None
+    if dc and dc.get("fitted"):
+        u = float(unique_tokens or dc["unique_tokens"])
+        names = ("E", "A", "B", "alpha", "beta", "r_star")
+        est = repeated_optimum([dc["params"][k]["estimate"] for k in names], budget, u)
+        boot = repeated_optimum(np.asarray(dc["bootstrap"]["samples"], float).reshape(-1, 6).T, budget, u)
+        out["data_constrained"] = {k: percentile_interval(float(est[k][0]), boot[k], level) for k in est} | {
+            "unique_tokens": u, "assumes": "C = 6 N D, D drawn from the unique tokens U (Muennighoff et al. 2023)"}
     if out["approach3"] is None and out["approach2"] is None:
         out["warnings"].append("neither Approach 2 power laws nor Approach 3 were fitted: no plan")
     return jsonable(out)
@@ -100,6 +133,13 @@ def format_plan(result: dict) -> str:
         if "loss" in r:
             lines.append(f"    predicted {result['loss_metric']}  {_fmt(r['loss'], prec='.4f')}")
         lines.append(f"    (assumes {r['assumes']})")
+    dc = result.get("data_constrained")
+    if dc:
+        lines += [f"  Data-constrained (U = {dc['unique_tokens']:.3g} unique tokens; {dc['assumes']}):",
+                  f"    parameters N      {_fmt(dc['n_opt'])}", f"    tokens D          {_fmt(dc['d_opt'])}",
+                  f"    epochs of U       {_fmt(dc['epochs'])}",
+                  f"    predicted {result['loss_metric']}  {_fmt(dc['loss'], prec='.4f')}",
+                  f"    lost to repetition {_fmt(dc['loss_lost_to_repetition'], prec='.4f')} (against fresh data at that N, D)"]
     if result.get("frontier_loss"):
         lines.append(f"  Loss frontier E + K C^-gamma: {result['loss_metric']} {_fmt(result['frontier_loss'], prec='.4f')}")
     lines += [f"  warning: {w}" for w in result.get("warnings", [])]

@@ -18,7 +18,7 @@ from ehrscale.core.files import read_json
 
 NUMERIC_REQUIRED = ("budget", "n_params", "n_params_nonembedding", "tokens", "flops", "flops_per_token")
 OPTIONAL = (
-    "train_loss", "epochs", "wall_seconds", "tokens_per_second", "device", "dtype", "mfu",
+    "train_loss", "epochs", "unique_tokens", "data_fraction", "wall_seconds", "tokens_per_second", "device", "dtype", "mfu",
     "config_hash", "seed", "context_length", "batch_size", "learning_rate", "schedule", "branch_tokens",
     "job_wall_seconds",
 )
@@ -116,3 +116,11 @@ def training_record(points: pd.DataFrame) -> dict:
                             for k in ("learning_rate", "batch_size") if k in cells}
     return {"schedules": schedules, "tokens_independent": independent, "tokens_trained": trained,
             "saved_fraction": 1.0 - trained / independent if independent else None, "sizes": sizes}
+
+
+def fresh_cells(points: pd.DataFrame) -> pd.DataFrame:
+    """The cells trained on the whole train split (data fraction 1): the plain laws' and IsoFLOPs' cells.
+    Cells on a unique-data subset repeat their data; only the data-constrained law reads them."""
+    if "data_fraction" not in points:
+        return points
+    return points[pd.to_numeric(points["data_fraction"], errors="coerce").fillna(1.0) >= 1.0].reset_index(drop=True)

@@ -19,6 +19,11 @@ class FitSettings:
     calibration_sims: int = 50  # simulated tables on this grid's cells (0: no calibration)
     calibration_bootstrap: int = 200  # variable-projection resamples inside each simulated fit
     noise_sd: float | None = None  # SD of ln loss for the calibration; None: seed replicates, else the residuals
+    # The data-constrained law (cells that repeat their data; ehrscale.fit.repetition): its bootstrap, and
+    # its calibration's simulated tables and resamples inside each
+    repeat_bootstrap: int = 200
+    repeat_calibration_sims: int = 20
+    repeat_calibration_bootstrap: int = 100
     backtest: bool = True  # backtest, leave-one-budget-out and sensitivity refits
     seed: int = 0  # bootstrap and simulation seed
     ci_level: float = 0.95
@@ -30,7 +35,8 @@ class FitSettings:
     def __post_init__(self) -> None:
         if self.param_count not in PARAM_COLUMNS:
             raise EhrscaleError(f"fit.param_count must be one of {sorted(PARAM_COLUMNS)}, got {self.param_count!r}")
-        for key in ("bootstrap", "epoch_bootstrap", "approach2_bootstrap", "calibration_sims", "calibration_bootstrap"):
+        for key in ("bootstrap", "epoch_bootstrap", "approach2_bootstrap", "calibration_sims", "calibration_bootstrap",
+                    "repeat_bootstrap", "repeat_calibration_sims", "repeat_calibration_bootstrap"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise EhrscaleError(f"fit.{key} must be a non-negative integer, got {value!r}")

@@ -93,7 +93,7 @@ def _nnls3(g11, g12, g13, g22, g23, g33, c1, c2, c3, yy):
     return np.maximum(best, 0.0), x[0], x[1], x[2]
 
 
-class _Design:
+class Design:
     """Scaled regressors: u = (N/N_ref)^-alpha, v = (D/D_ref)^-beta, so the Gram sums stay well conditioned."""
 
     def __init__(self, n, d, loss, alphas, betas):
@@ -147,7 +147,7 @@ def profile_intervals(n, d, loss, rss, level: float, steps: int = 81) -> dict:
     coarse_edge = bool(ii.min() == 0 or jj.min() == 0 or ii.max() == len(EXPONENT_GRID) - 1 or jj.max() == len(EXPONENT_GRID) - 1)
     box = lambda k: np.linspace(max(EXPONENT_GRID[k.min()] - step, 1e-3), EXPONENT_GRID[k.max()] + step, steps)  # noqa: E731
     alphas, betas = box(ii), box(jj)
-    fine = _Design(n, d, loss, alphas, betas).profile(np.ones((1, len(loss))))[0][0]
+    fine = Design(n, d, loss, alphas, betas).profile(np.ones((1, len(loss))))[0][0]
     with np.errstate(divide="ignore"):
         inside = len(loss) * np.log(fine / min(fine.min(), rss.min())) <= thr
     al, be = np.meshgrid(alphas, betas, indexing="ij")
@@ -162,7 +162,7 @@ def profile_intervals(n, d, loss, rss, level: float, steps: int = 81) -> dict:
 
 def fit_once(n, d, loss, delta=1e-3, weights=None, alphas=EXPONENT_GRID, betas=EXPONENT_GRID, n_starts: int = 3):
     """One VP fit: (theta [ln A, ln B, ln E, alpha, beta], Huber objective, grid profile dict)."""
-    des = _Design(n, d, loss, alphas, betas)
+    des = Design(n, d, loss, alphas, betas)
     w = np.ones(len(des.loss)) if weights is None else np.asarray(weights, float)
     rss, e, a, b = (x[0] for x in des.profile(w[None, :]))
     flat = np.argsort(rss, axis=None, kind="stable")
@@ -231,7 +231,7 @@ def refine_batch(theta0, log_n, log_d, log_l, w, delta, iters: int = 150):
 
 def bootstrap_counts(n, d, loss, counts, delta=1e-3, chunk: int = 200) -> np.ndarray:
     """Refit for each row of resampling weights ``counts`` (R, n): natural [E, A, B, alpha, beta] (R, 5)."""
-    des = _Design(n, d, loss, BOOT_GRID, BOOT_GRID)
+    des = Design(n, d, loss, BOOT_GRID, BOOT_GRID)
     log_l = np.log(des.loss)
     out = np.full((len(counts), 5), np.nan)
     for start in range(0, len(counts), chunk):

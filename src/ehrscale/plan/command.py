@@ -42,6 +42,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--json", dest="json_out", help="also write the plan (kept and dropped cells) to this JSON file")
     parser.add_argument("--budget", type=float, help="with --fits: print the compute-optimal N, D and predicted loss for this budget")
     parser.add_argument("--fits", help="the fit module's scaling JSON (with --budget)")
+    parser.add_argument("--unique-tokens", type=float, help="with --budget: the dataset's unique train tokens (default: "
+                        "--tokens-stats', else the most any fitted cell had): the data-constrained optimum")
 
 
 def _fmt_time(seconds: float | None) -> str:
@@ -138,8 +140,8 @@ def _print_hours(kept: list[Cell], train: TrainSettings, tune_runs: list, gpus: 
         return
     cosine_s = sum(rate.seconds(c) for c in kept)
     wsd_s = sum(rate.seconds(c, c.tokens - branch_point(c.tokens, train)) for c in kept)
-    per_size = {c.size: c for c in kept}  # any cell of a size: its cost per token
-    wsd_s += sum(rate.seconds(per_size[size], points[-1]) for size, points in stable_chains(kept, train).items())
+    per_chain = {c.chain: c for c in kept}  # any cell of a chain: its cost per token
+    wsd_s += sum(rate.seconds(per_chain[chain], points[-1]) for chain, points in stable_chains(kept, train).items())
     tune_s = sum(rate.seconds(c) for c, _ in tune_runs)
     hours = lambda sec: f"{sec * max(gpus, 1) / 3600:,.1f}"  # noqa: E731
     print(f"{'GPU' if gpus else 'CPU'}-hours at {rate.label}: cosine {hours(cosine_s)}, wsd {hours(wsd_s)} "
@@ -154,7 +156,8 @@ def _print_hours(kept: list[Cell], train: TrainSettings, tune_runs: list, gpus: 
 def _plan_budget(args) -> int:
     from ehrscale.fit.optimal import format_plan, optimal_for_budget
 
-    print(format_plan(optimal_for_budget(args.fits, args.budget)))
+    unique = args.unique_tokens or (_stats_from(args.tokens_stats)[1] if args.tokens_stats else None)
+    print(format_plan(optimal_for_budget(args.fits, args.budget, unique)))
     return 0
 
 

@@ -29,6 +29,7 @@ from ehrscale.plan.grid import (
     GridSettings,
     job_resources,
     parse_cell_id,
+    parse_chain,
     plan_from_config,
     single_cell_grid,
     size_definition,
@@ -70,9 +71,9 @@ class Planned:
     cells: dict[str, Cell]
     vocab_size: int
 
-    def of_size(self, size: str) -> Cell:
-        """Any cell of ``size`` (they share the size's definition)."""
-        return next(c for c in self.cells.values() if c.size == size)
+    def of_size(self, name: str) -> Cell:
+        """Any cell of a size or of a chain (a size on its unique data): they share the size's definition."""
+        return next(c for c in self.cells.values() if name in (c.chain, c.size))
 
 
 class Dag:
@@ -125,8 +126,8 @@ class Dag:
         """The tune step's choice for a size as a named input, or nothing (the width rule, or a pinned LR)."""
         return {"lr": f"{self.results}/tune/{size}.json"} if self.tune_multipliers else {}
 
-    def stable_path(self, size: str, branch: int) -> str:
-        return f"{self.results}/stable/{size}/T{branch}.pt"
+    def stable_path(self, chain: str, branch: int) -> str:
+        return f"{self.results}/stable/{chain}/T{branch}.pt"
 
     def sweep_runs(self, size: str) -> list[str]:
         """A size's LR-sweep runs (their metrics.json). Each trains the size's smallest cell whole and,
@@ -145,10 +146,10 @@ class Dag:
     def size_of(cell: str) -> str:
         return parse_cell_id(cell)[0]
 
-    def size_json(self, grid: Planned, size: str) -> str:
-        """Only this size's definition (from the plan: generated sizes have no config entry),
-        so editing other sizes never reruns it."""
-        return json.dumps({size: size_definition(grid.of_size(size))}, sort_keys=True)
+    def size_json(self, grid: Planned, name: str) -> str:
+        """Only this size's (or chain's) definition, keyed by ``name`` (from the plan: generated sizes have no
+        config entry), so editing other sizes never reruns it."""
+        return json.dumps({name: size_definition(grid.of_size(name))}, sort_keys=True)
 
     @staticmethod
     def cell_grid(cell: str) -> str:
@@ -159,19 +160,20 @@ class Dag:
         """A stable segment's train section: without the settings only cooldowns use, so editing them retrains no chain."""
         return self.settings("train", exclude=("threads", *STABLE_INDEPENDENT))
 
-    def segment(self, grid: Planned, size: str, branch: int) -> tuple[int | None, int]:
-        """(previous branch point or None, this one) of a size's stable chain."""
-        points = stable_chains(list(grid.cells.values()), self.train)[size]
+    def segment(self, grid: Planned, chain: str, branch: int) -> tuple[int | None, int]:
+        """(previous branch point or None, this one) of a stable chain (a size on its unique data)."""
+        points = stable_chains(list(grid.cells.values()), self.train)[chain]
         i = points.index(int(branch))
         return (points[i - 1] if i else None), points[i]
 
-    def stable_inputs(self, grid: Planned, size: str, branch: int) -> dict:
+    def stable_inputs(self, grid: Planned, chain: str, branch: int) -> dict:
         """A segment starts from its chain's previous branch state (``start``; the rule marks it
         ancient: a segment rerun from an inserted branch point reproduces the same state, docs/wsd.md),
         or a first segment may copy its state from the size's LR sweep (``adopt``)."""
-        prev, _ = self.segment(grid, size, branch)
+        size = parse_chain(chain)[0]
+        prev, _ = self.segment(grid, chain, branch)
         if prev is not None:
-            start = {"start": self.stable_path(size, prev)}
+            start = {"start": self.stable_path(chain, prev)}
         else:
             start = {"adopt": self.sweep_runs(size)} if self.tune_multipliers else {}
         return {"tokens": self.tokens_dir, **self.tuned_lr(size), **start}
@@ -182,7 +184,7 @@ class Dag:
         size = self.size_of(cell)
         inputs = {"tokens": self.tokens_dir, **self.tuned_lr(size)}
         if self.wsd:
-            inputs["branch"] = self.stable_path(size, branch_point(grid.cells[cell].tokens, self.train))
+            inputs["branch"] = self.stable_path(grid.cells[cell].chain, branch_point(grid.cells[cell].tokens, self.train))
         if self.tune_multipliers and self.tune_cell(grid, size).id == cell:
             inputs["adopt"] = self.sweep_runs(size)
         return inputs
@@ -197,10 +199,10 @@ class Dag:
         return job_resources(grid.cells[cell], self.config["model"]["context_length"], grid.vocab_size,
                              self.config["cluster"], self.train)
 
-    def segment_resources(self, grid: Planned, size: str, branch: int) -> dict[str, int]:
-        """A segment's estimates: its size's cell with the segment's tokens."""
-        start, end = self.segment(grid, size, branch)
-        cell = dataclasses.replace(grid.of_size(size), tokens=end - (start or 0))
+    def segment_resources(self, grid: Planned, chain: str, branch: int) -> dict[str, int]:
+        """A segment's estimates: its chain's cell with the segment's tokens."""
+        start, end = self.segment(grid, chain, branch)
+        cell = dataclasses.replace(grid.of_size(chain), tokens=end - (start or 0))
         return job_resources(cell, self.config["model"]["context_length"], grid.vocab_size, self.config["cluster"],
                              self.train)
 

@@ -6,6 +6,7 @@
     loss_curves          training loss against tokens per cell (from each cell's log.csv)
     loss_frontier        best loss against C with E + K C^-gamma and its band
     profile_landscape    variable projection's profile objective over (alpha, beta): how well the law is identified
+    loss_epochs          loss against epochs of unique data at fixed compute, with the data-constrained law
 
 A figure whose fit is missing is still written, saying so, so the workflow's outputs exist.
 """
@@ -24,10 +25,13 @@ import seaborn as sns
 from ehrscale.fit.frontier import frontier_band
 from ehrscale.fit.isoflops import predict_power_law
 from ehrscale.fit.law import PARAM_NAMES, allocate, predict
+from ehrscale.fit.points import fresh_cells
+from ehrscale.fit.repetition import predict as predict_repeated
 from ehrscale.report.style import budget_colors, figure_dir, note, plt, save
 
 log = logging.getLogger(__name__)
-FIGURES = ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape")
+FIGURES = ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape",
+           "loss_epochs")
 
 
 def _est(r):
@@ -246,10 +250,40 @@ def profile_landscape_figure(points: pd.DataFrame, result: dict):
     return fig
 
 
+def loss_epochs_figure(points: pd.DataFrame, result: dict):
+    """Loss against epochs of unique data at fixed compute: each budget's sizes on every data fraction,
+    with the data-constrained law's curve for each (budget, size) over the unique tokens."""
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    dc = result.get("data_constrained")
+    if not dc or not dc.get("fitted"):
+        note(ax, "No cell repeats its data: nothing to show (grid.data_fractions)" if dc is None else f"Not fitted: {dc['reason']}")
+        return fig
+    p = [dc["params"][k]["estimate"] for k in ("E", "A", "B", "alpha", "beta", "r_star")]
+    colors = budget_colors(sorted(points["budget"].unique()))
+    markers = dict(zip(sorted(points["size"].unique(), key=lambda s: points.loc[points["size"] == s, "n"].iloc[0]), "osD^v<>ph*"))
+    for (b, size), g in points.groupby(["budget", "size"]):
+        g = g.sort_values("epochs")
+        ax.plot(g["epochs"], g["loss"], markers.get(size, "o"), color=colors[b], ms=5, alpha=0.85)
+        n, d = float(g["n"].iloc[0]), float(g["tokens"].iloc[0])
+        r = np.geomspace(max(g["epochs"].min() / 1.5, 1e-3), g["epochs"].max() * 1.5, 60)
+        ax.plot(r, predict_repeated(p, n, d, d / r), "-", color=colors[b], lw=0.8, alpha=0.7)
+    for b, col in colors.items():
+        ax.plot([], [], "-", color=col, label=f"C = {b:.2g}")
+    for size, m in markers.items():
+        ax.plot([], [], m, color="grey", label=size)
+    ax.axvline(1 + p[5] * math.log(2), color="black", ls=":", lw=0.8)
+    ax.set(xscale="log", xlabel="epochs of its unique data (R = D / U)", ylabel=result["loss_metric"],
+           title=f"Loss at fixed compute as data repeats (R* = {p[5]:.3g}; dotted: a repeat worth half)")
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
 def make_figures(points: pd.DataFrame, result: dict, fig_dir) -> list[Path]:
-    """Write every figure as PNG and SVG into ``fig_dir``; return the paths."""
+    """Write every figure as PNG and SVG into ``fig_dir``; return the paths. Cells on unique-data subsets
+    appear only in the repetition figure (the others show the whole-split cells the laws were fitted to)."""
     fig_dir = figure_dir(fig_dir)
     out: list[Path] = []
+    everything, points = points, fresh_cells(points)
     with sns.axes_style("whitegrid"):
         out += save(isoflops_figure(points, result), fig_dir, "isoflops")
         out += save(optimal_scaling_figure(points, result), fig_dir, "optimal_scaling")
@@ -257,4 +291,5 @@ def make_figures(points: pd.DataFrame, result: dict, fig_dir) -> list[Path]:
         out += save(loss_curves_figure(points, result), fig_dir, "loss_curves")
         out += save(frontier_figure(points, result, result["loss_metric"]), fig_dir, "loss_frontier")
         out += save(profile_landscape_figure(points, result), fig_dir, "profile_landscape")
+        out += save(loss_epochs_figure(everything, result), fig_dir, "loss_epochs")
     return out

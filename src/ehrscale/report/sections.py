@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ehrscale.fit.repetition import interval_text
+
 
 def _ci(r: dict | None, prec: str = ".3f") -> str:
     if not r or r.get("estimate") is None:
@@ -192,12 +194,46 @@ def _training(result: dict) -> list[str]:
     return lines + [""]
 
 
+def _repetition(result: dict) -> list[str]:
+    dc = result.get("data_constrained")
+    if dc is None:
+        return []  # no cell repeats its data: nothing to estimate
+    lines = ["## Repeated data (data-constrained law)", ""]
+    if not dc.get("fitted"):
+        return lines + [f"Not fitted: {dc.get('reason')}.", ""]
+    p = dc["params"]
+    lines += [f"{dc['model']} (Muennighoff et al. 2023) on {dc['n_cells']} cells, up to {dc['max_epochs']:.1f} epochs "
+              f"of their unique data. R* = **{interval_text(p['r_star'])}**: after "
+              f"**{interval_text(dc['half_value_epochs'])}** epochs a repeated token is worth less than half a fresh one "
+              "(1 + R* ln 2).", "",
+              "| parameter | estimate (interval) |", "|---|---|"]
+    lines += [f"| {k} | {interval_text(p[k])} |" for k in ("E", "A", "B", "alpha", "beta", "r_star")]
+    comp = dc.get("comparison")
+    if comp:
+        loo = comp["leave_one_cell_out"]
+        lines += ["", "Prediction error of log loss (RMSE), this law against plain L(N, D) fitted to the same cells:", "",
+                  "| check | data-constrained | plain L(N, D) |", "|---|---|---|",
+                  f"| leave one cell out ({loo['n_cells']} cells) | {loo['rmse_data_constrained']:.4f} | {loo['rmse_plain']:.4f} |"]
+        bt = comp.get("backtest_largest_budget")
+        if bt:
+            lines.append(f"| largest budget {bt['budget']:.3g} held out ({bt['n_cells']} cells) | "
+                         f"{bt['rmse_data_constrained']:.4f} | {bt['rmse_plain']:.4f} |")
+    cal = dc.get("calibration")
+    if cal and cal.get("coverage") is not None:
+        lines += ["", f"Calibration: {cal['sims']} tables drawn from this law on these cells (log-loss noise "
+                  f"σ = {cal['sigma_log_loss']:.4f}, {cal['noise']['source']}): R* median {cal['median_r_star']:.3g} "
+                  f"(truth {cal['truth_r_star']:.3g}); its {100 * cal['level']:.0f} % interval covered in "
+                  f"{100 * cal['coverage']:.0f} % of {cal['with_interval']}."]
+    return lines + [""]
+
+
 def _warnings(result: dict) -> list[str]:
     return ["## Warnings", ""] + ([f"- {w}" for w in result["warnings"]] or ["- none"])
 
 
 # The summary's sections in order; each takes the scaling.json record and returns Markdown lines.
-SECTIONS = [_header, _headline, _approach2, _approach3, _calibration, _robustness, _frontiers, _training, _warnings]
+SECTIONS = [_header, _headline, _approach2, _approach3, _calibration, _robustness, _frontiers, _repetition, _training,
+            _warnings]
 
 
 def loss_section(result: dict) -> str:

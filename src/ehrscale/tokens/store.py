@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 
 from ehrscale.core.errors import EhrscaleError
-from ehrscale.extract.splits import SPLITS
+from ehrscale.extract.splits import SPLITS, subject_unit_interval
 from ehrscale.tokens.vocab import STATIC_PREFIX_LEN, token_group
 
-__all__ = ["TokenSplit", "SplitWriter", "read_stats", "target_tokens_from_stats", "read_vocab_tokens", "event_start_tables",
+__all__ = ["TokenSplit", "SplitWriter", "data_subset", "DATA_SALT", "read_stats", "target_tokens_from_stats", "read_vocab_tokens", "event_start_tables",
            "probe_span", "probe_spans", "probe_input", "earlier_cuts", "history_chains", "split_of_subjects", "to_us"]
 
 ARRAYS = ("tokens", "offsets", "times", "subject_ids")
@@ -148,6 +148,27 @@ class TokenSplit:
     def subject(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return np.asarray(self.tokens[a:b]), np.asarray(self.times[a:b])
+
+
+DATA_SALT = "ehrscale-data"  # the unique-data subsets' hash key: independent of the split's
+
+
+def data_subset(split: TokenSplit, fraction: float) -> np.ndarray:
+    """The patients (row indices, ascending) of a unique-data subset of ``split``: those whose keyed hash
+    of subject_id is below ``fraction``. The subset of a smaller fraction lies inside every larger one,
+    growing the cohort never moves a patient out, and 1 is the whole split (a data-constrained grid trains
+    on these; validation and probes always use the whole tuning and held_out splits)."""
+    if not 0 < fraction <= 1:
+        raise EhrscaleError(f"a data fraction must be in (0, 1], got {fraction}")
+    if fraction >= 1:
+        return np.arange(split.n_subjects)
+    return np.flatnonzero(subject_unit_interval(split.subject_ids, DATA_SALT) < fraction)
+
+
+def subset_targets(split: TokenSplit, patients: np.ndarray) -> int:
+    """Next-token targets of ``patients`` (each patient's first token is no target): a subset's U."""
+    lengths = split.offsets[np.asarray(patients) + 1] - split.offsets[np.asarray(patients)]
+    return int(np.maximum(lengths - 1, 0).sum())
 
 
 def split_of_subjects(tokens_dir: str | Path, subject_ids) -> np.ndarray:

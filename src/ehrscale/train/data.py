@@ -53,19 +53,22 @@ class Batch:
         return Batch(move(self.inputs), move(self.targets), move(self.positions), move(self.segments), self.n_targets)
 
 
-def make_segments(offsets: np.ndarray, context_length: int) -> tuple[np.ndarray, np.ndarray]:
-    """Segments of at most ``context_length`` targets within each patient.
+def make_segments(offsets: np.ndarray, context_length: int, patients: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Segments of at most ``context_length`` targets within each patient (of ``patients``, row indices;
+    None: every patient).
 
     Returns ``(starts, n_pos)``: segment i reads ``tokens[starts[i] : starts[i] + n_pos[i] + 1]``.
     """
     L = int(context_length)
-    lengths = np.diff(offsets)
+    begin, lengths = offsets[:-1], np.diff(offsets)
+    if patients is not None:
+        begin, lengths = begin[patients], lengths[patients]
     n_tgt = np.maximum(lengths - 1, 0)
     n_chunks = -(-n_tgt // L)  # ceil
     patient = np.repeat(np.arange(len(lengths)), n_chunks)
     first = np.cumsum(n_chunks) - n_chunks
     k = np.arange(len(patient)) - np.repeat(first, n_chunks)
-    starts = offsets[:-1][patient] + k * L
+    starts = begin[patient] + k * L
     n_pos = np.minimum(L, n_tgt[patient] - k * L)
     return starts.astype(np.int64), n_pos.astype(np.int64)
 
@@ -110,13 +113,16 @@ def pack_rows(n_pos: np.ndarray, order: np.ndarray, context_length: int, mode: s
 
 
 class WindowStream:
-    """Deterministic, resumable stream of training rows over one split."""
+    """Deterministic, resumable stream of training rows over one split (or over ``patients`` of it: a
+    unique-data subset, :func:`ehrscale.tokens.store.data_subset`; an epoch is then one pass over them)."""
 
-    def __init__(self, split: TokenSplit, context_length: int, seed: int, mode: str = "pack", shuffle: bool = True) -> None:
+    def __init__(self, split: TokenSplit, context_length: int, seed: int, mode: str = "pack", shuffle: bool = True,
+                 patients: np.ndarray | None = None) -> None:
         if mode not in WINDOW_MODES:
             raise EhrscaleError(f"window_mode must be one of {WINDOW_MODES}, got {mode!r}")
         self.split, self.L, self.seed, self.mode, self.shuffle = split, int(context_length), int(seed), mode, shuffle
-        self.starts, self.n_pos = make_segments(split.offsets, self.L)
+        self.starts, self.n_pos = make_segments(split.offsets, self.L, patients)
+        self.n_targets = int(self.n_pos.sum())
         if len(self.starts) == 0:
             raise EhrscaleError(f"{split.path} has no patient with at least two tokens")
         self._plan_epoch: int | None = None

@@ -57,7 +57,7 @@ from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_path, write_json
 from ehrscale.model.config import GPTConfig, ModelSettings, flops_per_token, mfu, param_counts, peak_flops_for
 from ehrscale.model.gpt import GPT
-from ehrscale.plan.grid import Cell, size_definition
+from ehrscale.plan.grid import Cell, parse_chain, size_definition
 from ehrscale.plan.rules import (
     STABLE_INDEPENDENT,
     UNHASHED,
@@ -67,7 +67,7 @@ from ehrscale.plan.rules import (
     check_settings,
     learning_rate_for,
 )
-from ehrscale.tokens.store import TokenSplit, read_stats
+from ehrscale.tokens.store import TokenSplit, data_subset, read_stats
 from ehrscale.train.data import WindowStream, validation_batches
 from ehrscale.train.optim import AdamW
 from ehrscale.train.schedule import Schedule
@@ -76,7 +76,7 @@ EXIT_PREEMPTED = 75  # EX_TEMPFAIL: checkpoint saved, rerun to resume
 
 METRICS_KEYS = (
     "cell", "size", "budget", "n_params", "n_params_nonembedding", "tokens", "flops", "flops_per_token",
-    "val_loss", "train_loss", "epochs", "wall_seconds", "tokens_per_second", "device", "dtype", "mfu",
+    "val_loss", "train_loss", "epochs", "unique_tokens", "data_fraction", "wall_seconds", "tokens_per_second", "device", "dtype", "mfu",
     "config_hash", "seed", "context_length", "batch_size", "learning_rate", "schedule", "warmup_tokens",
     "branch_tokens", "job_wall_seconds",
 )
@@ -119,13 +119,15 @@ class _StopFlag:
 
 
 class Trainer:
-    """One size's model, optimiser and data stream, and the training loop over them.
+    """One chain's model, optimiser and data stream, and the training loop over them. A chain is a size on
+    its unique data (``d32L2``, or ``d32L2_u0p25`` on a quarter of the train patients: :func:`parse_chain`).
 
-    ``chain_hash`` covers everything a size's stable phase depends on; a cell adds its D.
+    ``chain_hash`` covers everything a chain's stable phase depends on; a cell adds its D.
     """
 
     def __init__(self, tokens_dir: str | Path, size: str, size_def: dict, model_settings: ModelSettings,
                  settings: TrainSettings, stats: dict | None = None) -> None:
+        _, self.data_fraction = parse_chain(size)
         check_settings(settings)
         s = self.s = settings
         self.tokens_dir = Path(tokens_dir)
@@ -151,7 +153,7 @@ class Trainer:
             "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in UNHASHED | set(STABLE_INDEPENDENT)},
             "batch_size": self.batch_size, "peak_lr": self.peak_lr,
             "tokens": {"vocab_size": self.stats.get("vocab_size"), "splits": self.stats.get("splits")},
-        })
+        } | ({"data_fraction": self.data_fraction} if self.data_fraction < 1 else {}))
 
         torch.manual_seed(s.seed)
         random.seed(s.seed)
@@ -162,7 +164,9 @@ class Trainer:
         self.opt = AdamW([{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                          lr=self.peak_lr, betas=(s.beta1, s.beta2))
         self.train_split = TokenSplit(self.tokens_dir / "train")
-        self.stream = WindowStream(self.train_split, self.ctx, seed=s.seed, mode=s.window_mode)
+        patients = data_subset(self.train_split, self.data_fraction) if self.data_fraction < 1 else None
+        self.stream = WindowStream(self.train_split, self.ctx, seed=s.seed, mode=s.window_mode, patients=patients)
+        self.unique_tokens = self.stream.n_targets  # U: the targets of one pass over its data
         self.st: dict[str, Any] = {"step": 0, "tokens": 0, "epoch": 0, "row": 0, "elapsed": 0.0, "loss_sum": 0.0,
                                    "loss_n": 0, "last_train_loss": float("nan"), "log": [], "branch": None}
 
@@ -390,7 +394,7 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
     out.mkdir(parents=True, exist_ok=True)
     if branch is not None and s.schedule != "wsd":
         raise EhrscaleError(f"--branch needs train.schedule: wsd, not {s.schedule!r}")
-    trainer = Trainer(tokens_dir, cell.size, size_definition(cell), model_settings, s, stats)
+    trainer = Trainer(tokens_dir, cell.chain, size_definition(cell), model_settings, s, stats)
     D = int(cell.tokens)
     chash = _digest({"chain": trainer.chain_hash, "cell": cell.as_dict(),
                      "train": {k: v for k, v in dataclasses.asdict(s).items() if k not in UNHASHED}})
@@ -427,7 +431,8 @@ def train_cell(tokens_dir: str | Path, out_dir: str | Path, cell: Cell, model_se
         "cell": cell.id, "size": cell.size, "budget": cell.budget, "n_params": cell.n_params,
         "n_params_nonembedding": cell.n_params_nonembedding, "tokens": st["tokens"], "flops": st["tokens"] * trainer.fpt,
         "flops_per_token": trainer.fpt, "val_loss": val_loss, "train_loss": st["last_train_loss"],
-        "epochs": st["tokens"] / trainer.train_split.n_targets, "wall_seconds": wall, "tokens_per_second": tps,
+        "epochs": st["tokens"] / trainer.unique_tokens, "unique_tokens": trainer.unique_tokens,
+        "data_fraction": trainer.data_fraction, "wall_seconds": wall, "tokens_per_second": tps,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "dtype": trainer.dtype_name, "mfu": mfu(trainer.cfg, tps, peak) if device.type == "cuda" else None,
         "config_hash": chash, "seed": s.seed, "context_length": trainer.ctx, "batch_size": trainer.batch_size,
