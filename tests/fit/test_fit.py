@@ -197,10 +197,31 @@ def test_error_missing_key_names_file_and_key(tmp_path):
     assert str(paths[2]) in str(err.value)
 
 
-def test_error_too_few_sizes(tmp_path):
+def test_too_few_sizes_per_budget_leaves_approach2_not_estimable(tmp_path):
     df = make_points(CHINCHILLA, budgets=BUDGETS[:3], n_sizes=2)
-    with pytest.raises(EhrscaleError, match="fewer than 3 model sizes"):
-        fit_points(df, fast(bootstrap=0))
+    res = fit_points(df, fast(bootstrap=0))
+    assert res["headline"]["a_approach2"] is None and res["approach3"] is not None
+    assert any("Approach 2 not estimable" in w for w in res["warnings"])
+
+
+def test_approach3_on_runs_that_share_no_budget_recovers_their_law():
+    """Cells at scattered (N, D), each its own budget (a published sweep, or a user's): L(N, D) needs no
+    IsoFLOPs design; its interval on a covers the law's."""
+    rng = np.random.default_rng(0)
+    p = CHINCHILLA
+    n = np.exp(rng.uniform(np.log(1e8), np.log(1e10), 40))
+    d = np.exp(rng.uniform(np.log(1e9), np.log(1e12), 40))
+    loss = (p["E"] + p["A"] / n ** p["alpha"] + p["B"] / d ** p["beta"]) * np.exp(0.005 * rng.standard_normal(40))
+    df = pd.DataFrame({"cell": [f"c{i}" for i in range(40)], "size": [f"s{i}" for i in range(40)], "budget": 6 * n * d,
+                       "n_params": n, "n_params_nonembedding": 0.8 * n, "tokens": d, "flops": 6 * n * d,
+                       "flops_per_token": 6 * n, "val_loss": loss}).assign(n=n, loss=loss, log_path="")
+    res = fit_points(df, fast(bootstrap=300))
+    a = res["headline"]["a_approach3"]
+    assert a["ci_low"] <= exponents(p)[0] <= a["ci_high"] and abs(a["estimate"] - exponents(p)[0]) < 0.05
+    assert res["headline"]["a_approach2"] is None
+    for k in ("alpha", "beta"):
+        r = res["approach3"]["params"][k]
+        assert r["ci_low"] <= p[k] <= r["ci_high"]
 
 
 def test_settings_validation(runs, tmp_path):
@@ -279,6 +300,18 @@ def test_both_approach3_fits_recover_a_within_002(truth):
     assert abs(prof["grid_best"]["alpha"] - truth["alpha"]) < 0.1 and abs(prof["grid_best"]["beta"] - truth["beta"]) < 0.1
     pi = vp["profile_intervals"]["a"]
     assert pi["ci_low"] < pi["ci_high"] and pi["ci_low"] - 0.02 < a_true < pi["ci_high"] + 0.02
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_every_profile_interval_contains_its_estimate(seed):
+    """The profile is taken under the estimate's own objective, around it: it can never exclude it (it did,
+    taken as L2 around the coarse grid's minimum). Noisy, coarse designs too, where the two objectives differ."""
+    df = make_points(CHINCHILLA if seed % 2 else PAPER_LIKE, budgets=BUDGETS[:4], n_sizes=5, noise=0.02, seed=seed)
+    vp = fit_vp(df["n"], df["tokens"], df["loss"], strata=df["budget"], bootstrap_reps=0)
+    for key in ("alpha", "beta", "a", "b"):
+        r = vp["profile_intervals"][key]
+        assert r["ci_low"] <= r["estimate"] <= r["ci_high"], (key, r)
+        assert r["ci_low"] < r["ci_high"]
 
 
 @pytest.mark.parametrize("truth", [CHINCHILLA, PAPER_LIKE], ids=["chinchilla", "a058"])

@@ -18,6 +18,7 @@ import pandas as pd
 from ehrscale.fit.intervals import bounded_interval, percentile_interval
 from ehrscale.fit.isoflops import fit_isoflops
 from ehrscale.fit.law import derived, natural, predict
+from ehrscale.fit.points import resampling_strata
 from ehrscale.fit.vp import bootstrap_counts, fit_once, flops_basis_exponents, stratified_counts
 
 
@@ -73,7 +74,7 @@ def calibrate(points: pd.DataFrame, p_true, sigma: float, rel: dict, *, sims: in
         sim = points.assign(loss=loss)
         theta, _, _ = fit_once(n, d, loss, delta, n_starts=1)
         p = natural(theta)
-        samples = bootstrap_counts(n, d, loss, stratified_counts(points["budget"], vp_bootstrap, rng), delta)
+        samples = bootstrap_counts(n, d, loss, stratified_counts(resampling_strata(points), vp_bootstrap, rng), delta)
         samples = samples[np.all(np.isfinite(samples), axis=1)]
         point, boot = _truths(p, budgets, rel), {"6ND": derived(samples.T), "flops": flops_basis_exponents(samples.T, budgets, rel)}
         for b in truth:

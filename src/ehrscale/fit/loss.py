@@ -24,7 +24,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_path, check_writable, write_json
 from ehrscale.fit.calibration import calibrate, noise_from_replicates, noise_from_residuals
 from ehrscale.fit.frontier import METRIC_DIRECTION, fit_frontier, frontier_points
@@ -32,7 +31,7 @@ from ehrscale.fit.intervals import bounded_interval, jsonable, percentile_interv
 from ehrscale.fit.isoflops import fit_isoflops
 from ehrscale.fit.law import PARAM_NAMES, predict
 from ehrscale.fit.parametric import fit_parametric
-from ehrscale.fit.points import PARAM_COLUMNS, fresh_cells, load_points, training_record
+from ehrscale.fit.points import PARAM_COLUMNS, fresh_cells, load_points, resampling_strata, training_record
 from ehrscale.fit.repetition import calibrate_data_constrained, fit_data_constrained
 from ehrscale.fit.robustness import backtest, leave_one_budget_out, sensitivity
 from ehrscale.fit.settings import FitSettings
@@ -57,7 +56,7 @@ def _loss_law(points: pd.DataFrame, s: FitSettings, budgets: list, rel: dict, wa
         warnings.append(f"Approach 3 not fitted: {len(points)} cell(s); need at least 6 with 2+ sizes and token counts")
         return None, None
     n, d, loss = (points[k].to_numpy(float) for k in ("n", "tokens", "loss"))
-    vp = fit_vp(n, d, loss, strata=points["budget"].to_numpy(), delta=s.huber_delta, bootstrap_reps=s.bootstrap,
+    vp = fit_vp(n, d, loss, strata=resampling_strata(points), delta=s.huber_delta, bootstrap_reps=s.bootstrap,
                 seed=s.seed, level=s.ci_level, budgets=budgets, fpt_relation=rel)
     if s.bootstrap and vp["bootstrap"]["succeeded"] < s.bootstrap:
         warnings.append(f"Approach 3: {s.bootstrap - vp['bootstrap']['succeeded']} bootstrap fit(s) failed and were dropped")
@@ -121,7 +120,7 @@ def _data_constrained(points: pd.DataFrame, s: FitSettings, replicates, warnings
     if "unique_tokens" not in points or not (pd.to_numeric(points["epochs"], errors="coerce") > 1).any():
         return None
     n, d, u, loss = (points[k].to_numpy(float) for k in ("n", "tokens", "unique_tokens", "loss"))
-    dc = _guarded("data-constrained law", warnings, fit_data_constrained, n, d, u, loss, strata=points["budget"].to_numpy(),
+    dc = _guarded("data-constrained law", warnings, fit_data_constrained, n, d, u, loss, strata=resampling_strata(points),
                   delta=s.huber_delta, bootstrap_reps=s.repeat_bootstrap, seed=s.seed, level=s.ci_level)
     if not dc or not dc.get("fitted"):
         return dc
@@ -133,7 +132,7 @@ def _data_constrained(points: pd.DataFrame, s: FitSettings, replicates, warnings
                  noise_from_residuals(dc["residual_log_loss_rms"], len(points), n_params=6))
         p = [dc["params"][k]["estimate"] for k in ("E", "A", "B", "alpha", "beta", "r_star")]
         dc["calibration"] = _guarded("data-constrained calibration", warnings, calibrate_data_constrained, n, d, u, p,
-                                     noise["sigma_log_loss"], strata=points["budget"].to_numpy(),
+                                     noise["sigma_log_loss"], strata=resampling_strata(points),
                                      sims=s.repeat_calibration_sims, reps=s.repeat_calibration_bootstrap,
                                      seed=s.seed + 1, level=s.ci_level, delta=s.huber_delta)
         if dc["calibration"]:
@@ -149,12 +148,13 @@ def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str]
         warnings.append(f"{len(everything) - len(points)} cell(s) on unique-data subsets: only the data-constrained law "
                         f"reads them; the IsoFLOPs and L(N, D) fits use the {len(points)} on the whole split")
     sizes = points.groupby("budget")["n"].nunique()
-    if not (sizes >= 3).any():
-        raise EhrscaleError(
-            f"every budget has fewer than 3 model sizes ({', '.join(f'{b:.3g}: {k}' for b, k in sizes.items())}); "
-            "an IsoFLOPs parabola needs at least 3")
+    isoflops_design = bool((sizes >= 3).any())
+    if not isoflops_design:  # any (N, D, L) cells: Approach 3 needs no budgets
+        warnings.append(f"Approach 2 not estimable: every budget has fewer than 3 model sizes (an IsoFLOPs parabola needs "
+                        f"3); {len(sizes)} budget(s). L(N, D) is fitted to the cells as they are")
     iso = fit_isoflops(points, s.ci_level, s.weighted_power_law, bootstrap=s.approach2_bootstrap, seed=s.seed)
-    warnings += iso.pop("warnings")
+    iso_warnings = iso.pop("warnings")
+    warnings += iso_warnings if isoflops_design else []  # else one line said it all
     if iso["exponents"] and iso["exponents"]["usable_budgets"] < 4:
         warnings.append(f"Approach 2: {iso['exponents']['usable_budgets']} usable budget(s); its exponents' intervals are "
                         "not estimable (need 4)")

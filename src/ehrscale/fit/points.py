@@ -124,3 +124,11 @@ def fresh_cells(points: pd.DataFrame) -> pd.DataFrame:
     if "data_fraction" not in points:
         return points
     return points[pd.to_numeric(points["data_fraction"], errors="coerce").fillna(1.0) >= 1.0].reset_index(drop=True)
+
+
+def resampling_strata(points: pd.DataFrame) -> np.ndarray:
+    """The strata a bootstrap resamples cells within: the budgets when every budget holds several cells
+    (an IsoFLOPs design keeps each budget's share), else one stratum (any cells, e.g. runs of a published
+    sweep with their exact compute, are resampled as a whole)."""
+    counts = points.groupby("budget")["cell"].transform("size").to_numpy()
+    return points["budget"].to_numpy(float) if (counts >= 2).all() else np.zeros(len(points))

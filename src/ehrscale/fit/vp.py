@@ -14,8 +14,9 @@ resamples at once. Nothing needs an IsoFLOPs structure: any (N, D, L) points fit
 
 Intervals: percentile bootstrap stratified by ``strata`` (budgets): cells are resampled with
 replacement within each budget, as multinomial weights, and every resample is refitted (grid,
-then L-BFGS-B). Cross-check: profile-likelihood intervals from the grid, the set of
-(alpha, beta) with n ln(RSS / RSS_min) <= chi2_1(level), projected onto each quantity.
+then L-BFGS-B). Cross-check: profile-likelihood intervals under the estimate's own Huber objective,
+on a grid centred on the estimate (:func:`profile_intervals`), so each contains its estimate. The
+coarse RSS map (``profile``) stays the figure of how well the data identify (alpha, beta).
 """
 
 from __future__ import annotations
@@ -135,28 +136,84 @@ def stratified_counts(strata, reps: int, rng) -> np.ndarray:
     return counts
 
 
-def profile_intervals(n, d, loss, rss, level: float, steps: int = 81) -> dict:
-    """Profile-likelihood intervals of alpha, beta, a and b (Gaussian errors on relative loss): the region
-    n ln(RSS / RSS_min) <= chi2_1(level), found on the coarse grid's ``rss`` map and then resolved on a
-    ``steps`` x ``steps`` grid over its bounding box widened by one coarse step."""
+def _profile_at(alpha, beta, start, log_n, log_d, log_l, delta) -> tuple[float, np.ndarray]:
+    """min over (ln A, ln B, ln E) of the fit's objective at fixed (alpha, beta), from ``start``."""
+    def f(x):
+        v, g = objective(np.r_[x, alpha, beta], log_n, log_d, log_l, delta)
+        return v, g[:3]
+
+    res = minimize(f, start, jac=True, method="L-BFGS-B", bounds=BOUNDS[:3], options={"maxiter": 500, "ftol": 1e-13})
+    return float(res.fun), np.asarray(res.x, float)
+
+
+def _lr_scale(resid: np.ndarray, delta) -> float:
+    """The scale that turns twice a drop in the summed Huber loss into a chi2_1 statistic: E[psi^2] / E[psi']
+    for Huber's M-estimator (Schrader & Hettmansperger 1980). E[psi'] = P(|r| <= delta) is taken from a
+    Gaussian-kernel density of the residuals: with delta far inside their spread few residuals fall in it,
+    and the count alone is noisy (the loss is then nearly L1, and the scale tends to delta / (2 f(0)))."""
+    if delta is None:
+        return float(np.mean(resid**2))
+    h = max(1.06 * np.std(resid) * len(resid) ** -0.2, 1e-12)
+    inside = np.mean(stats.norm.cdf((delta - resid) / h) - stats.norm.cdf((-delta - resid) / h))
+    return float(np.mean(np.clip(resid, -delta, delta) ** 2) / max(inside, 1e-12))
+
+
+def profile_intervals(n, d, loss, theta, delta, level: float, steps: int = 41) -> dict:
+    """Profile-likelihood intervals of alpha, beta, a and b from the objective the estimate minimises: on a
+    ``steps`` x ``steps`` grid centred on the estimate (widened until the region is inside it, at most to
+    [0.001, 5]), (ln A, ln B, ln E) are minimised at each (alpha, beta), and the region is
+    2 (f - f_min) / scale <= chi2_1(level) (:func:`_lr_scale`). The estimate is the profile's minimum, so
+    every interval contains it."""
+    log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
     thr = stats.chi2.ppf(level, 1)
-    step = EXPONENT_GRID[1] - EXPONENT_GRID[0]
-    with np.errstate(divide="ignore"):
-        inside = len(loss) * np.log(rss / rss.min()) <= thr
+    f_min = objective(theta, log_n, log_d, log_l, delta)[0]
+    pred = np.logaddexp(np.logaddexp(theta[0] - theta[3] * log_n, theta[1] - theta[4] * log_d), theta[2])
+    scale = _lr_scale(pred - log_l, delta) / (delta or 1e-3)  # objective() is the summed Huber / delta
+    def outward(values, centre):
+        """Indices from the one nearest ``centre`` outwards, each after a neighbour nearer it."""
+        c = int(np.argmin(np.abs(values - centre)))
+        return [c] + [k for d in range(1, len(values)) for k in (c + d, c - d) if 0 <= k < len(values)]
+
+    def region(alphas, betas):
+        # warm starts walk outwards from the estimate: each inner fit starts from a neighbour's optimum
+        stat, starts = np.empty((len(alphas), len(betas))), {}
+        for i in outward(alphas, theta[3]):
+            prev_i = min(starts, key=lambda k: abs(k - i)) if starts else None
+            row = {}
+            for j in outward(betas, theta[4]):
+                near = min(row, key=lambda k: abs(k - j)) if row else None
+                start = row[near] if near is not None else (starts[prev_i] if prev_i is not None else theta[:3].copy())
+                f, row[j] = _profile_at(alphas[i], betas[j], start, log_n, log_d, log_l, delta)
+                stat[i, j] = 2 * max(f - f_min, 0.0) / scale
+            starts[i] = row[outward(betas, theta[4])[0]]
+        inside = stat <= thr
+        return inside, bool(inside[0].any() or inside[-1].any() or inside[:, 0].any() or inside[:, -1].any())
+
+    half = 0.15
+    for _ in range(5):  # a box around the estimate, widened until the region is inside it
+        alphas = np.clip(np.linspace(theta[3] - half, theta[3] + half, steps), 1e-3, 5.0)
+        betas = np.clip(np.linspace(theta[4] - half, theta[4] + half, steps), 1e-3, 5.0)
+        inside, edge = region(alphas, betas)
+        if not edge or half >= 2.5:
+            break
+        half *= 2
     ii, jj = np.nonzero(inside)
-    coarse_edge = bool(ii.min() == 0 or jj.min() == 0 or ii.max() == len(EXPONENT_GRID) - 1 or jj.max() == len(EXPONENT_GRID) - 1)
-    box = lambda k: np.linspace(max(EXPONENT_GRID[k.min()] - step, 1e-3), EXPONENT_GRID[k.max()] + step, steps)  # noqa: E731
-    alphas, betas = box(ii), box(jj)
-    fine = Design(n, d, loss, alphas, betas).profile(np.ones((1, len(loss))))[0][0]
-    with np.errstate(divide="ignore"):
-        inside = len(loss) * np.log(fine / min(fine.min(), rss.min())) <= thr
+    if not edge and len(ii):  # then the region's own bounding box, one coarse step wider, at the same resolution
+        da, db = alphas[1] - alphas[0], betas[1] - betas[0]
+        zoom_a = np.linspace(max(alphas[ii.min()] - da, 1e-3), alphas[ii.max()] + da, steps)
+        zoom_b = np.linspace(max(betas[jj.min()] - db, 1e-3), betas[jj.max()] + db, steps)
+        zoom, _ = region(zoom_a, zoom_b)
+        if zoom.any():
+            alphas, betas, inside = zoom_a, zoom_b, zoom
     al, be = np.meshgrid(alphas, betas, indexing="ij")
     out = {}
-    for key, grid in (("alpha", al), ("beta", be), ("a", be / (al + be)), ("b", al / (al + be))):
-        vals = grid[inside] if inside.any() else grid[np.unravel_index(fine.argmin(), fine.shape)][None]
+    for key, grid, est in (("alpha", al, theta[3]), ("beta", be, theta[4]), ("a", be / (al + be), theta[4] / (theta[3] + theta[4])),
+                           ("b", al / (al + be), theta[3] / (theta[3] + theta[4]))):
+        vals = np.r_[grid[inside], est]  # the estimate is the minimum: always inside
         out[key] = (float(vals.min()), float(vals.max()))
-    out["open"] = coarse_edge  # the region reaches the edge of the exponent grid: alpha/beta intervals are cut there
-    out["method"] = f"n ln(RSS/RSS_min) <= chi2_1({level}) over (alpha, beta), NNLS-profiled (E, A, B)"
+    out["open"] = bool(edge)  # the region reaches the largest searched box: its intervals are cut there
+    out["method"] = (f"2 (f - f_min) / scale <= chi2_1({level}) over (alpha, beta), (E, A, B) minimised under the fit's own "
+                     "Huber objective, centred on the estimate")
     return out
 
 
@@ -297,7 +354,7 @@ def _fit_vp(n, d, loss, strata, delta, reps, seed, level, budgets, fpt_relation)
     pred = p[0] + p[1] * n ** -p[3] + p[2] * d ** -p[4]
     resid = np.log(pred) - np.log(loss)
     rss = prof["rss"]
-    prof_ci = profile_intervals(n, d, loss, rss, level)
+    prof_ci = profile_intervals(n, d, loss, theta, delta, level)
     for key in ("alpha", "beta", "a", "b"):
         prof_ci[key] = interval(params[key]["estimate"], *prof_ci[key])
     ga, gb = prof["grid_best"]

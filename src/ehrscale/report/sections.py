@@ -96,7 +96,8 @@ def _approach3(result: dict) -> list[str]:
     lines += [f"Variable projection: (E, A, B) by non-negative least squares on a 100 x 100 (α, β) grid, then all five by "
               f"L-BFGS-B under Huber (δ = {par['huber_delta']:g}) on log loss. Intervals from {par['bootstrap']['succeeded']} "
               f"bootstrap refits resampling cells within each budget (seed {par['bootstrap']['seed']}); profile-likelihood "
-              f"intervals from the grid beside them{' (cut by the grid edge)' if pi['open'] else ''}. The Epoch-style fit "
+              f"intervals under the same Huber objective, centred on the estimate, beside them"
+              f"{' (cut by the searched box)' if pi['open'] else ''}. The Epoch-style fit "
               "(L-BFGS-B from a grid of starts, cell bootstrap) is a cross-check.", "",
               "| parameter | variable projection | profile likelihood | Epoch-style |", "|---|---|---|---|"]
     for k in ("E", "A", "B", "alpha", "beta", "a", "b", "G"):
