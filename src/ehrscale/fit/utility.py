@@ -23,15 +23,18 @@ every law is refitted on each resample. Per task:
   crossover with a baseline that needs it.
 * **Crossover.** The compute at which the frontier reaches a baseline's AUROC, per resample, when
   the frontier's parameters are identified and it passes the baseline in nearly every resample.
-* **Two-stage law.** Across all probed cells, AUROC as a linear function of validation loss
-  (``AUROC = a + b * loss``, the OLMo model-ladder's second stage), weighted least squares;
-  intervals resample the cells and, in the same resample, the held-out patients. With L(N, D) from
-  the loss fits it predicts AUROC for any (N, D) (:func:`two_stage_at`).
+* **Two-stage law.** Across the budgets' chosen cells, AUROC as a linear function of validation loss
+  (``AUROC = a + b * loss``, the OLMo model-ladder's second stage), weighted least squares; intervals
+  resample the cells and, in the same resample, the held-out patients. Fitted to the chosen cells, as
+  the frontier is: a line through every cell sits below the cells tuning chose, so it would predict them
+  low. With L(N, D) from the loss fits it predicts AUROC for any (N, D) (:func:`two_stage_at`).
 * **Backtests.** Each law fitted without the largest budget predicts the held-out AUROC of that
   budget's tuning-selected cell: the frontier from compute alone (>= 3 smaller budgets, else "not
-  estimable"), the two-stage map from that cell's loss. Each resample refits the law and rescores the
-  observed cell on the same patients, so the interval of the error (predicted - observed) holds both
-  the law's uncertainty and the observation's; the observation is **consistent** when it contains 0.
+  estimable"), the two-stage map from that cell's loss (a new cell's prediction: each resample adds a
+  cell's own deviation from the line, the residual scatter beyond held-out noise). Each resample refits
+  the law and rescores the observed cell on the same patients, so the interval of the error (predicted -
+  observed) holds both the law's uncertainty and the observation's; the observation is **consistent**
+  when it contains 0.
 * **Rise.** The tuning-selected cells of the smallest and largest budgets: whether the larger's
   held-out interval lies above the smaller's (strict), and the paired interval of the difference
   from the joint bootstrap (beyond it when its lower bound is above 0).
@@ -327,16 +330,23 @@ def fit_two_stage(loss, auroc, se, draws=None, level: float = 0.95, seed: int = 
         if np.ptp(x[i]) > 0 and np.isfinite(row[i]).all():
             boots[r] = _wls_line(x[i], row[i], w[i])
     resid = y - (a + b * x)
+    rmse = float(np.sqrt(np.mean(resid**2)))
+    # a cell's own deviation from the line: the residual scatter beyond the cells' held-out noise
+    deviation = math.sqrt(max(np.sum(w * resid**2) / max(len(x) - 2, 1) / np.mean(w) - float(np.mean(s**2)), 0.0))
     return out | {"fitted": True, "params": [a, b], "a": percentile_interval(a, boots[:, 0], level),
                   "b": percentile_interval(b, boots[:, 1], level), "boot_params": boots.tolist(),
-                  "rmse": float(np.sqrt(np.mean(resid**2)))}
+                  "rmse": rmse, "deviation_sd": deviation}
 
 
-def two_stage_draws(fit: dict, loss) -> tuple[float, np.ndarray]:
-    """The map at ``loss``: the point prediction and one per resample."""
+def two_stage_draws(fit: dict, loss, seed: int | None = None) -> tuple[float, np.ndarray]:
+    """The map at ``loss``: the point prediction and one per resample; with ``seed``, a new cell's (each
+    resample adds a cell's own deviation from the line, ``deviation_sd``)."""
     a, b = fit["params"]
     boots = np.asarray(fit["boot_params"], float)
-    return a + b * float(loss), boots[:, 0] + boots[:, 1] * float(loss)
+    draws = boots[:, 0] + boots[:, 1] * float(loss)
+    if seed is not None:
+        draws = draws + np.random.default_rng(seed).normal(0.0, fit["deviation_sd"], len(draws))
+    return a + b * float(loss), draws
 
 
 def two_stage_predict(fit: dict, loss, level: float = 0.95) -> dict:
@@ -383,11 +393,10 @@ def _backtest(df: pd.DataFrame, sel: pd.DataFrame, ho: HeldOut, level: float, se
         out["frontier"] = _consistency(float(point[0]), draws[:, 0], observed, obs_draws, level)
     else:
         out["frontier"] = {"estimable": False, "reason": fr.record["reason"] + " (after leaving out the largest budget)"}
-    train = df[df["budget"] < top["budget"]]
-    ts = fit_two_stage(train["loss"], train["auroc"], train["se"],
-                       np.column_stack([ho.column(c) for c in train["cell"]]), level, seed)
+    ts = fit_two_stage(fit_on["loss"], fit_on["auroc"], fit_on["se"],
+                       np.column_stack([ho.column(c) for c in fit_on["cell"]]), level, seed)
     if ts.get("fitted"):
-        point, draws = two_stage_draws(ts, top["loss"])
+        point, draws = two_stage_draws(ts, top["loss"], seed)
         out["two_stage"] = _consistency(point, draws, observed, obs_draws, level)
     else:
         out["two_stage"] = {"estimable": False, "reason": ts["reason"]}
@@ -430,7 +439,7 @@ def task_utility(df: pd.DataFrame, baseline: dict | None, ho: HeldOut, scaling: 
     fr = fit_utility_frontier(sel["budget"], sel["auroc"], sel["se"], np.column_stack([ho.column(c) for c in sel["cell"]]),
                               level)
     out["frontier"] = fr.record
-    ts = fit_two_stage(df["loss"], df["auroc"], df["se"], np.column_stack([ho.column(c) for c in df["cell"]]), level, seed)
+    ts = fit_two_stage(sel["loss"], sel["auroc"], sel["se"], np.column_stack([ho.column(c) for c in sel["cell"]]), level, seed)
     out["two_stage"] = {k: v for k, v in ts.items() if k != "boot_params"}
     if ts.get("fitted") and scaling:  # L(N, D) then the map, at each frontier cell's (N, D)
         at = [two_stage_at(ts, scaling, float(r["n"]), float(r["tokens"]), level) for _, r in sel.iterrows()]
