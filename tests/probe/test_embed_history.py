@@ -6,11 +6,8 @@ prediction time; ``recent`` is what it always was."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -22,6 +19,7 @@ from ehrscale.probe.settings import ProbeSettings
 from ehrscale.tokens.store import TokenSplit, earlier_cuts, event_start_tables, history_chains, probe_span
 from ehrscale.tokens.toy import write_synthetic_tokens
 from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
+from support.meds import write_labels
 
 torch.set_num_threads(1)
 CTX = 32
@@ -29,13 +27,6 @@ BUDGET = CTX - STATIC_PREFIX_LEN
 SIGNAL = set(range(20, 36))
 SPLITS = ("train", "tuning", "held_out")
 
-
-def write_labels(path: Path, sids, times_us, labels) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"subject_id": pa.array(np.asarray(sids, np.int64)),
-                             "prediction_time": pa.array(np.asarray(times_us, np.int64).astype("datetime64[us]")),
-                             "boolean_value": pa.array(np.asarray(labels, bool))}), path)
-    return path
 
 
 @pytest.fixture(scope="module")

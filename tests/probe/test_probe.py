@@ -4,11 +4,9 @@ the linear probe and its intervals, the baseline, skips, and the utility laws.""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -24,20 +22,13 @@ from ehrscale.probe.settings import ProbeSettings
 from ehrscale.tokens.store import TokenSplit, probe_input, probe_span
 from ehrscale.tokens.toy import write_synthetic_tokens
 from ehrscale.tokens.vocab import STATIC_PREFIX_LEN
+from support.meds import write_labels
 
 torch.set_num_threads(1)
 CTX = 32
 SIGNAL = set(range(10, 29))  # the planted task: is the last token before the prediction time in this set?
 FAST = {"bootstrap": 200}
 
-
-def write_labels(path: Path, sids, times_us, labels) -> Path:
-    """A label file in exactly the MEDS label schema (no split, no hadm_id)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(pa.table({"subject_id": pa.array(np.asarray(sids, np.int64)),
-                             "prediction_time": pa.array(np.asarray(times_us, np.int64).astype("datetime64[us]")),
-                             "boolean_value": pa.array(np.asarray(labels, bool))}), path)
-    return path
 
 
 @pytest.fixture(scope="module")

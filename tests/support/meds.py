@@ -130,3 +130,12 @@ def synthetic_events(n_subjects: int = 60, seed: int = 0, first_id: int = 1000) 
         if not dead and rng.random() < 0.3:
             events.append(ev(sid, t + pd.Timedelta(days=int(rng.integers(1, 900))), "OMR//Weight (Lbs)", float(rng.normal(170, 30))))
     return events, splits
+
+
+def write_labels(path: Path, sids, times_us, labels) -> Path:
+    """A label file in exactly the MEDS label schema (no split, no hadm_id)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.table({"subject_id": pa.array(np.asarray(sids, np.int64)),
+                             "prediction_time": pa.array(np.asarray(times_us, np.int64).astype("datetime64[us]")),
+                             "boolean_value": pa.array(np.asarray(labels, bool))}), path)
+    return path
