@@ -82,3 +82,27 @@ def test_the_plan_gives_each_fraction_its_cells_and_epochs(tokens):
     capped = plan_cells(SIZES, GridSettings(budgets=[3e9], data_fractions=[0.125], min_tokens_per_param=0,
                                             max_tokens_per_param=1e9, max_epochs=part.epochs / 2), 48, 32, data)
     assert not capped[0] and "max_epochs" in capped[1][0][1]  # the safety cap still holds
+
+
+def test_a_wsd_chain_on_a_subset_runs_as_the_workflow_runs_it(tokens, tmp_path, capsys):
+    """The workflow's commands for a chain on a subset: ``stable --size t16_u0p125`` with the size's own
+    definition, then the cell's cooldown from it, equal the cell trained as one job, bit for bit."""
+    cell = cell_id("t16", 3e9, 0.125)
+    grid = json.dumps(single_cell_grid(cell, GridSettings()))
+    common = ["--tokens", str(tokens), "--sizes", json.dumps(SIZES), "--model", json.dumps({"context_length": 32}),
+              "--settings", json.dumps(SETTINGS | {"schedule": "wsd"})]
+    one = tmp_path / "one"
+    assert main(["train", *common, "--out", str(one), "--cell", cell, "--grid", grid, "--save-branch"]) == 0
+    until = json.loads((one / "metrics.json").read_text())["branch_tokens"]
+    state = tmp_path / "stable" / "t16_u0p125.pt"
+    assert main(["stable", *common, "--out", str(state), "--size", "t16_u0p125", "--until", str(until)]) == 0
+    chained = tmp_path / "chained"
+    assert main(["train", *common, "--out", str(chained), "--cell", cell, "--grid", grid, "--branch", str(state)]) == 0
+    weights = [torch.load(d / "model.pt", weights_only=False)["state_dict"] for d in (one, chained)]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    runs = [json.loads((d / "metrics.json").read_text()) for d in (one, chained)]
+    assert runs[0]["val_loss"] == runs[1]["val_loss"] and runs[1]["data_fraction"] == 0.125
+    assert runs[1]["epochs"] > 1  # it repeats its subset
+    capsys.readouterr()  # a chain of a size that --sizes does not hold is refused in one line
+    assert main(["stable", *common, "--out", str(tmp_path / "x.pt"), "--size", "t99_u0p5", "--until", str(until)]) == 2
+    assert "'t99' is not in --sizes (t16)" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

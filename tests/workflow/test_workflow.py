@@ -205,3 +205,32 @@ def test_seed_replicates_opt_in_feed_the_calibration(first_run, workdir):
     assert not (results / "replicates" / cell / "seed0").exists()  # the main run is seed 0 already
     noise = json.loads((results / "fits" / "scaling.json").read_text())["calibration"]["noise"]
     assert noise["source"] == "seed replicates" and noise["cells"] == 1 and noise["dof"] == 1
+
+
+def test_a_unique_data_axis_adds_chains_on_subsets_and_the_data_constrained_fit(first_run, workdir):
+    """grid.data_fractions through the whole DAG: each size gets a stable chain on a quarter of the train
+    patients, its cells record U and R, no whole-data cell reruns, and the fit sees the repeated cells."""
+    results, _ = first_run
+    before = _mtimes(results, "runs/*/metrics.json")
+    config_path = write_config(workdir, [1e10, 2e10, 3e10, 1e11])
+    config = yaml.safe_load(config_path.read_text())
+    config["grid"]["data_fractions"] = [1.0, 0.25]
+    config["fit"].update(repeat_bootstrap=10, repeat_calibration_sims=2, repeat_calibration_bootstrap=10)
+    config_path.write_text(yaml.safe_dump(config))
+    result = snakemake(workdir, config_path)
+    assert result.returncode == 0, result.stderr[-4000:]
+    after = _mtimes(results, "runs/*/metrics.json")
+    assert {k: after[k] for k in before} == before, "a whole-data cell was retrained"
+    new = [k.split("/")[1] for k in set(after) - set(before)]
+    assert new and all(cell.endswith("_u0p25") for cell in new)
+    assert {p.name for p in (results / "stable").iterdir()} >= {c.split("_", 1)[1] for c in new}  # their chains
+    full = json.loads((results / sorted(before)[0]).read_text())["unique_tokens"]
+    for cell in new:
+        m = json.loads((results / "runs" / cell / "metrics.json").read_text())
+        assert m["data_fraction"] == 0.25 and 0 < m["unique_tokens"] < full
+        assert m["epochs"] == pytest.approx(m["tokens"] / m["unique_tokens"])
+    points = pd.read_csv(results / "fits" / "points.csv")
+    assert sorted(points.loc[points["data_fraction"] < 1, "cell"]) == sorted(new)
+    fits = json.loads((results / "fits" / "scaling.json").read_text())
+    dc = fits["data_constrained"]
+    assert dc["fitted"] or "not estimable" in dc["reason"]

@@ -147,9 +147,9 @@ class Dag:
         return parse_cell_id(cell)[0]
 
     def size_json(self, grid: Planned, name: str) -> str:
-        """Only this size's (or chain's) definition, keyed by ``name`` (from the plan: generated sizes have no
-        config entry), so editing other sizes never reruns it."""
-        return json.dumps({name: size_definition(grid.of_size(name))}, sort_keys=True)
+        """Only this size's definition (``name`` a size or a chain on a data subset), keyed by the size (from the
+        plan: generated sizes have no config entry), so editing other sizes never reruns it."""
+        return json.dumps({parse_chain(name)[0]: size_definition(grid.of_size(name))}, sort_keys=True)
 
     @staticmethod
     def cell_grid(cell: str) -> str:

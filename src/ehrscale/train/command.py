@@ -12,7 +12,7 @@ from ehrscale.core.config import load_config
 from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.settings import load_settings
 from ehrscale.model.config import ModelSettings
-from ehrscale.plan.grid import GridSettings, find_cell, resolve_sizes
+from ehrscale.plan.grid import GridSettings, find_cell, parse_chain, resolve_sizes
 from ehrscale.plan.rules import TrainSettings, check_settings
 from ehrscale.tokens.store import read_stats, target_tokens_from_stats
 from ehrscale.train.trainer import train_cell, train_stable
@@ -44,7 +44,7 @@ def add_arguments(parser) -> None:
 def add_stable_arguments(parser) -> None:
     _common_arguments(parser)
     parser.add_argument("--out", required=True, help="the branch state to write (checkpoint format)")
-    parser.add_argument("--size", required=True, help="the size's name in --sizes")
+    parser.add_argument("--size", required=True, help="the chain: a size in --sizes, or size_u<fraction> on a data subset")
     parser.add_argument("--until", required=True, type=int, help="stop at the first step boundary at or past this many tokens")
     parser.add_argument("--start", help="the previous branch state of this size's chain (none: from step 0)")
     parser.add_argument("--adopt", nargs="+", default=[], metavar="METRICS",
@@ -82,7 +82,8 @@ def run(args) -> int:
 
 def run_stable(args) -> int:
     _, sizes, model, settings, stats = _load(args)
-    if args.size not in sizes:
-        raise EhrscaleError(f"--size {args.size!r} is not in --sizes ({', '.join(sizes)})")
-    return train_stable(args.tokens, args.out, args.size, sizes[args.size], args.until, model, settings,
+    size = parse_chain(args.size)[0]  # a chain on a data subset ('d32L2_u0p25') trains its size's definition
+    if size not in sizes:
+        raise EhrscaleError(f"--size {args.size!r}: {size!r} is not in --sizes ({', '.join(sizes)})")
+    return train_stable(args.tokens, args.out, args.size, sizes[size], args.until, model, settings,
                         start=args.start, stats=stats, adopt=_run_dirs(args.adopt))
