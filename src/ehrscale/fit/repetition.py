@@ -130,6 +130,11 @@ def _identified(rec: dict, low: float, high: float) -> dict:
                                              if edge else {})
 
 
+def _follows(r_star: dict) -> dict:
+    """A quantity computed from R* is identified exactly when R* is."""
+    return {"identified": True} if r_star["identified"] else {"identified": False, "reason": "R* is not identified"}
+
+
 def _prediction_errors(n, d, u, loss, strata, delta) -> dict:
     """Leave-one-cell-out and largest-budget backtest errors of log loss: this law against the plain one."""
     log_l = np.log(loss)
@@ -180,7 +185,7 @@ def fit_data_constrained(n, d, u, loss, *, strata=None, delta=1e-3, bootstrap_re
         half = percentile_interval(float(half_value_epochs(p[5])), half_value_epochs(samples[ok, 5]), level)
         resid = np.log(predict(p, n, d, u)) - np.log(loss)
         out = {"fitted": True, "model": "L = E + A/N^alpha + B/D'^beta, D' = U + U R* (1 - exp(-(D/U - 1)/R*))",
-               "params": params, "half_value_epochs": half | {"identified": params["r_star"]["identified"]},
+               "params": params, "half_value_epochs": half | _follows(params["r_star"]),
                "theta_log": dict(zip(("a", "b", "e", "alpha", "beta", "log_r_star"), map(float, theta))),
                "objective_value": obj, "residual_log_loss_rms": float(np.sqrt(np.mean(resid**2))),
                "n_cells": int(len(n)), "max_epochs": float(epochs.max()),
