@@ -84,6 +84,24 @@ def test_the_plan_gives_each_fraction_its_cells_and_epochs(tokens):
     assert not capped[0] and "max_epochs" in capped[1][0][1]  # the safety cap still holds
 
 
+def test_ehrscale_plan_on_a_token_store_uses_each_subsets_exact_unique_tokens(tokens, tmp_path, capsys):
+    """The command plans as the workflow does: U of a fraction is its subset's count, not fraction x U."""
+    import yaml
+
+    cfg = tmp_path / "grid.yaml"
+    cfg.write_text(yaml.safe_dump({"model_sizes": SIZES, "model": {"context_length": 32}, "train": {"max_batch_size": 2},
+                                   "grid": {"budgets": [3e9], "data_fractions": [1.0, 0.125], "centre": None,
+                                            "min_tokens_per_param": 0, "max_tokens_per_param": 1e9}}))
+    out = tmp_path / "plan.json"
+    assert main(["plan", "--config", str(cfg), "--tokens-stats", str(tokens), "--json", str(out)]) == 0
+    epochs = {r["id"]: r["epochs"] for r in json.loads(out.read_text())["cells"]}
+    exact = TrainData.of_store(tokens, [0.125]).unique(0.125)
+    assert exact != round(0.125 * TrainData.of_store(tokens, [1.0]).unique(1.0))  # the two estimates differ here
+    assert epochs["C3e9_t16_u0p125"] == pytest.approx(epochs["C3e9_t16"] * TrainData.of_store(tokens, [1.0]).unique(1.0) / exact)
+    assert main(["plan", "--config", str(cfg), "--tokens-stats", str(tokens / "stats.json")]) == 0
+    assert "U is estimated as fraction x train tokens" in capsys.readouterr().out
+
+
 def test_a_wsd_chain_on_a_subset_runs_as_the_workflow_runs_it(tokens, tmp_path, capsys):
     """The workflow's commands for a chain on a subset: ``stable --size t16_u0p125`` with the size's own
     definition, then the cell's cooldown from it, equal the cell trained as one job, bit for bit."""

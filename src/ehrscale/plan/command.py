@@ -19,6 +19,7 @@ from ehrscale.model.config import ModelSettings
 from ehrscale.plan.grid import (
     Cell,
     GridSettings,
+    TrainData,
     job_resources,
     plan_cells,
     resolve_sizes,
@@ -103,6 +104,15 @@ def _stats_from(path: str) -> tuple[int, int | None]:
     return int(stats["vocab_size"]), target_tokens_from_stats(stats, "train")
 
 
+def _train_data(tokens_stats: str | None, grid: GridSettings, train_tokens: int | None) -> TrainData:
+    """U of every data fraction: exact from the token store when ``--tokens-stats`` is its directory (as the
+    workflow plans), else fraction x train tokens."""
+    store = Path(tokens_stats) if tokens_stats else None
+    if store is not None and store.is_dir() and (store / "train").is_dir() and any(f < 1 for f in grid.data_fractions):
+        return TrainData.of_store(store, grid.data_fractions)
+    return TrainData(train_tokens)
+
+
 def _cell_rows(kept: list[Cell], ctx: int, train: TrainSettings, rate: Throughput) -> list[dict]:
     """Print one line per kept cell; return the rows of the JSON plan."""
     print(f"{'cell':<22} {'N':>10} {'N_nonemb':>10} {'D':>11} {'C':>9} {'D/N':>8} {'epochs':>7} {'batch':>5} "
@@ -178,7 +188,8 @@ def run(args) -> int:
     if not vocab_size:
         raise EhrscaleError("give --tokens-stats or --vocab-size")
     ctx = model.context_length
-    kept, dropped = plan_cells(resolve_sizes(config.get("model_sizes")), grid, vocab_size, ctx, train_tokens, model, train)
+    data = _train_data(args.tokens_stats, grid, train_tokens)
+    kept, dropped = plan_cells(resolve_sizes(config.get("model_sizes")), grid, vocab_size, ctx, data, model, train)
     cluster = config.get("cluster") or {}
     rate = Throughput.choose(args, cluster)
     gpus = int(cluster.get("gpus_per_job", 1) or 0)
@@ -195,6 +206,8 @@ def run(args) -> int:
     _print_hours(kept, train, tune_runs, gpus, rate, requested)
     if train_tokens is None:
         print("note: no --tokens-stats: epochs unknown, max_epochs not applied")
+    elif set(grid.data_fractions) - set(data.subsets):
+        print("note: no token store beside the stats: a data fraction's U is estimated as fraction x train tokens")
     if dropped:
         print(f"dropped ({len(dropped)}):")
         for c, reason in dropped:
