@@ -10,7 +10,7 @@ import pytest
 
 from ehrscale.fit.law import effective_data
 from ehrscale.fit.loss import fit_paths
-from ehrscale.fit.repetition import calibrate_data_constrained, fit_data_constrained, half_value_epochs, predict
+from ehrscale.fit.repetition import calibrate_data_constrained, fit_data_constrained, half_value_epochs, interval_text, predict
 from ehrscale.fit.settings import FitSettings
 
 TRUTH = [1.2, 60.0, 300.0, 0.35, 0.30, 5.0]  # E, A, B, alpha, beta, R*
@@ -46,6 +46,18 @@ def test_a_known_r_star_is_recovered_and_the_law_beats_the_plain_one():
     assert comp["lower_error"] == "data_constrained"
     assert comp["leave_one_cell_out"]["rmse_data_constrained"] < 0.5 * comp["leave_one_cell_out"]["rmse_plain"]
     assert comp["backtest_largest_budget"]["rmse_data_constrained"] < comp["backtest_largest_budget"]["rmse_plain"]
+
+
+def test_a_parameter_whose_interval_reaches_the_box_is_not_identified():
+    """E = 0 lies below the box's floor (e^-10): its interval reaches it, and it is reported as not identified,
+    with why; the parameters the design does pin down stay identified."""
+    n, d, u, c = design()
+    truth = [0.0, *TRUTH[1:]]
+    loss = predict(truth, n, d, u) * np.exp(0.003 * np.random.default_rng(2).standard_normal(len(n)))
+    p = fit_data_constrained(n, d, u, loss, strata=c, bootstrap_reps=40, compare=False)["params"]
+    assert not p["E"]["identified"] and "edge" in p["E"]["reason"]
+    assert p["r_star"]["identified"] and p["beta"]["identified"]
+    assert "not identified" in interval_text(p["E"]) and "not identified" not in interval_text(p["r_star"])
 
 
 def test_the_r_star_interval_covers_at_its_rate():

@@ -11,8 +11,8 @@ linear, solved by NNLS on a grid of (alpha, beta) at each R* of a log grid; the 
 L-BFGS-B on all six parameters under the summed Huber objective on log loss. A matching N' term
 (excess parameters decaying) is not fitted: a CPU grid's largest models are far from overparameterised.
 
-Reported: the six parameters with budget-stratified bootstrap intervals, R* "not identified" when its
-interval reaches the edge of the searched range; the number of epochs after which a repeated token is
+Reported: the six parameters with budget-stratified bootstrap intervals, each "not identified" when its
+interval reaches the edge of the searched box; the number of epochs after which a repeated token is
 worth less than half a fresh one (dD'/dD = exp(-(R - 1) / R*) = 1/2 at R = 1 + R* ln 2); the profile of
 the objective over R*; the law against the plain L(N, D) by leave-one-cell-out prediction error and by a
 backtest on the largest budget; and a calibration on the design's own cells.
@@ -33,6 +33,9 @@ from ehrscale.fit.vp import EXPONENT_GRID, Design, fit_once, stratified_counts
 R_GRID = np.geomspace(0.25, 256.0, 41)  # R* searched on the grid
 LOG_R_BOUNDS = (math.log(0.05), math.log(5000.0))  # and refined within
 NAMES = ("E", "A", "B", "alpha", "beta", "r_star")
+_BOUNDS6 = [*BOUNDS, LOG_R_BOUNDS]  # [ln A, ln B, ln E, alpha, beta, ln R*]
+_NATURAL_BOUNDS = [tuple(math.exp(v) for v in _BOUNDS6[2]), *(tuple(math.exp(v) for v in b) for b in _BOUNDS6[:2]),
+                   _BOUNDS6[3], _BOUNDS6[4], tuple(math.exp(v) for v in LOG_R_BOUNDS)]  # in NAMES order
 
 
 def predict(p, n, d, u):
@@ -70,8 +73,6 @@ def _objective(theta, log_n, d, u, log_l, delta, w):
     grad = [g1.sum(), g2.sum(), (dr * e3).sum(), -(g1 @ log_n), -(g2 @ log_dp), -beta * (g2 @ dlogdp_dlogr)]
     return f, np.array(grad)
 
-
-_BOUNDS6 = [*BOUNDS, LOG_R_BOUNDS]
 
 
 def _refine(theta0, log_n, d, u, log_l, delta, w):
@@ -126,7 +127,7 @@ def _bootstrap(n, d, u, loss, theta, strata, reps: int, seed: int, delta) -> np.
 def _identified(rec: dict, low: float, high: float) -> dict:
     lo, hi = rec.get("ci_low"), rec.get("ci_high")
     edge = lo is None or hi is None or lo <= low * 1.0001 or hi >= high / 1.0001
-    return rec | {"identified": not edge} | ({"reason": f"the interval reaches the searched range's edge ({low:g} or {high:g})"}
+    return rec | {"identified": not edge} | ({"reason": f"the interval reaches the searched range's edge ({low:.3g} or {high:.3g})"}
                                              if edge else {})
 
 
@@ -180,8 +181,8 @@ def fit_data_constrained(n, d, u, loss, *, strata=None, delta=1e-3, bootstrap_re
         p = to_natural(theta)
         samples = _bootstrap(n, d, u, loss, theta, strata, int(bootstrap_reps), seed, delta) if bootstrap_reps else np.empty((0, 6))
         ok = np.all(np.isfinite(samples), axis=1)
-        params = {k: percentile_interval(p[i], samples[ok, i], level) for i, k in enumerate(NAMES)}
-        params["r_star"] = _identified(params["r_star"], *np.exp(LOG_R_BOUNDS))
+        params = {k: _identified(percentile_interval(p[i], samples[ok, i], level), *_NATURAL_BOUNDS[i])
+                  for i, k in enumerate(NAMES)}
         half = percentile_interval(float(half_value_epochs(p[5])), half_value_epochs(samples[ok, 5]), level)
         resid = np.log(predict(p, n, d, u)) - np.log(loss)
         out = {"fitted": True, "model": "L = E + A/N^alpha + B/D'^beta, D' = U + U R* (1 - exp(-(D/U - 1)/R*))",
