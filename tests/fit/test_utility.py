@@ -68,6 +68,18 @@ def test_the_law_and_a_crossover_are_recovered_and_identified(tmp_path):
     assert "not identified" not in text.split("| t |")[-1]
 
 
+def test_a_parameter_an_optimiser_leaves_just_inside_its_bound_is_not_identified():
+    """An optimiser pressing on a bound stops short of it: 2.7e-4 with an interval from 1.6e-5 (the default
+    run's readmission k) is the bound, not a measured slope; 0.006 to 0.29 is a measurement."""
+    from ehrscale.fit.utility import identify
+
+    box = (0.0, 1.0)
+    assert not identify({"estimate": 2.7e-4, "ci_low": 1.6e-5, "ci_high": 0.34}, box)["identified"]
+    assert not identify({"estimate": 0.018, "ci_low": 3.6e-4, "ci_high": 0.31}, box)["identified"]
+    assert identify({"estimate": 0.028, "ci_low": 0.0059, "ci_high": 0.29}, box)["identified"]
+    assert not identify({"estimate": 0.9995, "ci_low": 0.9, "ci_high": 0.9999}, box)["identified"]
+
+
 def test_a_ceiling_at_its_bound_is_not_identified_and_has_no_crossover(tmp_path):
     """Perfect separation everywhere: A sits at 1, the box's edge. Not a ceiling: 'not identified'."""
     ho = HeldOutSet(seed=3)
