@@ -85,8 +85,10 @@ def cell_noise(a: dict, b: dict) -> None:
     print(f"\ncells in both: {len(m)}; ln loss, second - first: mean {d.mean():+.4f}, SD {d.std(ddof=1):.4f} "
           f"-> cell noise SD {d.std(ddof=1) / math.sqrt(2):.4f}; largest |difference| {d.abs().max():.4f}")
     lr = m.assign(size=m["cell"].str.split("_").str[1]).groupby("size")[["learning_rate_1", "learning_rate_2"]].first()
-    changed = lr[(lr["learning_rate_1"] - lr["learning_rate_2"]).abs() > 1e-12]
-    print(f"sizes whose swept LR changed with the seed: {len(changed)} of {len(lr)}"
+    ratio = (lr["learning_rate_2"] / lr["learning_rate_1"]).map(math.log).abs()
+    changed = lr[ratio > math.log(1.01)]
+    print(f"sizes whose peak LR changed with the seed (by over 1 %): {len(changed)} of {len(lr)}; the largest change "
+          f"x{math.exp(ratio.max()):.3g}"
           + "".join(f"\n  {s}: {r.learning_rate_1:.3g} -> {r.learning_rate_2:.3g}" for s, r in changed.iterrows()))
 
 

@@ -123,7 +123,7 @@ def plan_jobs(args, work: Path) -> list[tuple]:
     jobs = []
     for cell_id in args.cells:
         cell = cells[cell_id]
-        lr = read_tuned_lr(run / "tune" / f"{cell.size}.json")
+        lr = read_tuned_lr(run / "tune" / "lr_rule.json", cell.size)
         for rows in args.batch_sizes:
             for seed in args.seeds:
                 settings = dataclasses.replace(base, seed=seed, batch_size=rows, learning_rate=lr)

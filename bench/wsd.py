@@ -25,7 +25,7 @@ alone, the WSD / independent token ratio on the default 7-budget ladder
 side is a finished workflow run itself (its cooldowns' metrics, its stable states' token
 counts), and only the cosine twins are trained: each of the run's cells (at ``--budgets``,
 default all) from scratch with the run's own settings (the config's ``train`` section, the
-size's tuned LR from ``tune/<size>.json``, its batch), the schedule alone changed. The bench
+size's tuned LR from ``tune/lr_rule.json``, its batch), the schedule alone changed. The bench
 checks that each twin's LR and batch equal the run's. With ``--cosine-lr-multipliers``, cosine
 gets its own LR as the workflow gives WSD its own: each size's smallest cell (the workflow's
 ``tune`` cell) is swept under cosine at these multiples of the run's tuned LR, and the twins
@@ -278,7 +278,7 @@ def run_twins(args) -> dict:
     missing = [str(p) for p in wsd_metrics.values() if not p.exists()]
     if missing:
         raise SystemExit(f"the run is not finished: {missing[0]} (and {len(missing) - 1} more) missing")
-    lr = {c.size: read_tuned_lr(run_dir / "tune" / f"{c.size}.json") if (run_dir / "tune").exists()
+    lr = {c.size: read_tuned_lr(run_dir / "tune" / "lr_rule.json", c.size) if (run_dir / "tune").exists()
           else learning_rate_for(c.d_model, wsd) for c in cells}  # the run's peak LR per size
     base = {size: dataclasses.replace(wsd, schedule="cosine", threads=1, progress_seconds=3600.0,
                                       checkpoint_minutes=1e9, learning_rate=lr[size]) for size in lr}

@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "tokenize": ("ehrscale.tokens.encode", "turn MEDS timelines into token streams"),
     "labels": ("ehrscale.labels.make", "write clinical task labels in the MEDS label schema"),
     "plan": ("ehrscale.plan.command", "print the IsoFLOPs grid, or the compute-optimal plan for a budget"),
-    "tune": ("ehrscale.train.tune", "choose one size's peak learning rate from its sweep runs"),
+    "tune": ("ehrscale.train.tune", "every size's peak learning rate, from one rule fitted to the whole LR sweep"),
     "stable": ("ehrscale.train.command", "train one segment of a size's WSD stable phase", "stable"),
     "train": ("ehrscale.train.command", "train one IsoFLOPs cell (with --branch: its WSD cooldown)"),
     "embed": ("ehrscale.probe.embed", "embed every task's labelled examples with one trained cell"),

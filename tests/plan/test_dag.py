@@ -59,10 +59,10 @@ def test_the_training_command_keeps_the_text_trained_runs_recorded():
 
 def test_optional_args_name_only_the_inputs_a_job_has():
     class Input:
-        lr = "tune/d8L2.json"
+        lr = "tune/lr_rule.json"
         adopt = "tune/d8L2/x1/metrics.json tune/d8L2/x2/metrics.json"
 
-    assert optional_args(Input()) == "--lr-file tune/d8L2.json --adopt tune/d8L2/x1/metrics.json tune/d8L2/x2/metrics.json"
+    assert optional_args(Input()) == "--lr-file tune/lr_rule.json --adopt tune/d8L2/x1/metrics.json tune/d8L2/x2/metrics.json"
     assert optional_args(object()) == ""
 
 
@@ -74,7 +74,7 @@ def test_wsd_chains_start_from_the_sweep_and_cells_branch_from_their_segment(tok
     size, points = next((s, p) for s, p in sorted(chains.items()) if len(p) > 1)
     first = dag.stable_inputs(grid, size, points[0])
     assert first["adopt"] == dag.sweep_runs(size) and "start" not in first
-    assert first["lr"] == f"results/x/tune/{size}.json"
+    assert first["lr"] == "results/x/tune/lr_rule.json"  # one rule over the whole sweep gives every size its LR
     later = dag.stable_inputs(grid, size, points[1])
     assert later["start"] == dag.stable_path(size, points[0]) and "adopt" not in later
     assert dag.segment(grid, size, points[1]) == (points[0], points[1])
@@ -93,6 +93,8 @@ def test_the_sweep_trains_each_sizes_smallest_cell_at_multiples_of_the_width_rul
     settings = json.loads(dag.tune_settings(grid, size, 2.0))
     assert settings["learning_rate"] == pytest.approx(2.0 * learning_rate_for(cell.d_model, dag.train))
     assert dag.sweep_runs(size) == [f"results/x/tune/{size}/x{m:g}/metrics.json" for m in (0.5, 1, 2, 4)]
+    sizes = {c.size for c in grid.cells.values()}
+    assert sorted(dag.all_sweep_runs(grid)) == sorted(p for s in sizes for p in dag.sweep_runs(s))
     assert json.loads(dag.size_json(grid, size)) == {size: {"n_layer": cell.n_layer, "d_model": cell.d_model,
                                                             "n_head": cell.n_head, "ffn_hidden": cell.ffn_hidden}}
 
@@ -101,7 +103,7 @@ def test_a_pinned_lr_or_cosine_needs_no_sweep_and_no_branch(tokens):
     dag = dag_of(train={"learning_rate": 0.01, "schedule": "cosine"})
     grid = dag.planned(tokens)
     cell = next(iter(grid.cells))
-    assert dag.tune_multipliers == [] and dag.tuned_lr("d8L2") == {}
+    assert dag.tune_multipliers == [] and dag.tuned_lr() == {}
     assert dag.train_inputs(grid, cell) == {"tokens": "results/x/tokens"}
 
 
@@ -116,20 +118,37 @@ def test_resources_follow_the_configured_rows_per_step(tokens):
 
 
 def test_replicates_name_only_cells_of_the_grid(tokens):
-    dag = dag_of(fit={"replicates": {"cells": [], "seeds": [1, 2]}})
+    dag = dag_of(fit={"replicates": {"cells": [], "budgets": [], "seeds": [1, 2]}})
     grid = dag.planned(tokens)
     assert dag.replicate_metrics(grid) == []
     cell = next(iter(grid.cells))
-    dag = dag_of(fit={"replicates": {"cells": [cell], "seeds": [0, 1, 2]}})
+    dag = dag_of(fit={"replicates": {"cells": [cell], "budgets": [], "seeds": [0, 1, 2]}})
     assert dag.replicate_metrics(grid) == [f"results/x/replicates/{cell}/seed{s}/metrics.json" for s in (1, 2)]
     assert json.loads(dag.replicate_train_settings(3))["seed"] == 3
     with pytest.raises(EhrscaleError, match="not cells of the grid"):
         dag_of(fit={"replicates": {"cells": ["C1e10_nope"], "seeds": [1]}}).replicate_metrics(grid)
 
 
+def test_default_replicates_are_the_middle_size_of_the_smallest_and_largest_budgets(tokens):
+    dag = dag_of()
+    grid = dag.planned(tokens)
+    budgets = sorted({c.budget for c in grid.cells.values()})
+    middles = []
+    for budget in (budgets[0], budgets[-1]):
+        ladder = sorted((c for c in grid.cells.values() if c.budget == budget), key=lambda c: c.n_params)
+        middles.append(ladder[(len(ladder) - 1) // 2].id)
+    assert dag.replicate_cells(grid) == middles
+    assert dag.replicate_metrics(grid) == [f"results/x/replicates/{c}/seed{s}/metrics.json" for c in middles for s in (1, 2)]
+    by_value = dag_of(fit={"replicates": {"cells": [middles[0]], "budgets": [budgets[0]], "seeds": [1]}})
+    assert by_value.replicate_cells(grid) == [middles[0]]  # named twice, retrained once
+    with pytest.raises(EhrscaleError, match="fit.replicates.budgets: 3.*not a budget"):
+        dag_of(fit={"replicates": {"budgets": [3.0], "seeds": [1]}}).replicate_cells(grid)
+
+
 def test_summary_sections_and_probe_params():
-    assert dag_of().summary_sections() == ["results/x/fits/scaling.md", "results/x/fits/utility.md"]
-    assert dag_of(labels={"tasks": []}).summary_sections() == ["results/x/fits/scaling.md"]
+    assert dag_of().summary_sections() == ["results/x/fits/scaling.md", "results/x/tune/lr_rule.md",
+                                           "results/x/fits/utility.md"]
+    assert dag_of(labels={"tasks": []}, tune={"lr_multipliers": []}).summary_sections() == ["results/x/fits/scaling.md"]
     dag = dag_of()
     assert set(json.loads(dag.embed_settings())) == {"device", "max_train_examples", "max_tuning_examples"}
     assert dag.embed_batch_tokens() == DEFAULT["probe"]["batch_tokens"]

@@ -26,8 +26,7 @@ def write_config(workdir: Path, budgets: list[float], replicates: dict | None = 
     config["tune"] = {"lr_multipliers": [1.0, 2.0]}
     config["fit"].update(bootstrap=10, epoch_bootstrap=10, approach2_bootstrap=50, calibration_sims=2, calibration_bootstrap=10)
     config["probe"] = {"bootstrap": 50, "min_positives": 2}
-    if replicates:
-        config["fit"]["replicates"] = replicates
+    config["fit"]["replicates"] = replicates or {"cells": [], "budgets": []}  # the default's are tested below
     path = workdir / "e2e.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
@@ -67,19 +66,22 @@ def test_dag_produces_every_stage(first_run):
         m = json.loads(path.read_text())
         assert m["val_loss"] > 0 and m["device"] == "cpu"
         assert (path.parent / "log.csv").exists() and (path.parent / "model.pt").exists()
+    lr_rule = json.loads((results / "tune" / "lr_rule.json").read_text())
+    assert lr_rule["method"] == "argmin" and "3+ LRs" in lr_rule["rule"]["reason"]  # 2 LRs per size: no rule
     for path in metrics:  # every cell is a cooldown from its size's stable chain, at the size's tuned LR
         m = json.loads(path.read_text())
-        tuned = json.loads((results / "tune" / f"{m['size']}.json").read_text())
+        tuned = lr_rule["sizes"][m["size"]]
         assert m["schedule"] == "wsd" and m["learning_rate"] == tuned["learning_rate"]
         assert 0.75 * m["tokens"] <= m["branch_tokens"] < m["tokens"]
         assert len(tuned["candidates"]) == 2
     assert sorted(results.glob("stable/*/T*.pt"))
     for size in {json.loads(p.read_text())["size"] for p in metrics}:  # the sweep's winner is its smallest cell, copied
-        tuned = json.loads((results / "tune" / f"{size}.json").read_text())
+        tuned = lr_rule["sizes"][size]
         winner = [d for d in (results / "tune" / size).iterdir()
                   if json.loads((d / "metrics.json").read_text())["learning_rate"] == tuned["learning_rate"]]
         assert len(winner) == 1
-        assert (results / "runs" / tuned["cell"] / "model.pt").read_bytes() == (winner[0] / "model.pt").read_bytes()
+        cell = json.loads((winner[0] / "metrics.json").read_text())["cell"]
+        assert (results / "runs" / cell / "model.pt").read_bytes() == (winner[0] / "model.pt").read_bytes()
         first = min(results.glob(f"stable/{size}/T*.pt"), key=lambda q: int(q.stem[1:]))
         assert first.read_bytes() == (winner[0] / "branch.pt").read_bytes()
     scaling = json.loads((results / "fits" / "scaling.json").read_text())
@@ -89,7 +91,8 @@ def test_dag_produces_every_stage(first_run):
     assert (results / "summary.md").read_text().startswith("#")
     for name in ("isoflops", "optimal_scaling", "parametric_contours", "loss_curves", "loss_frontier", "profile_landscape"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
-    assert scaling["calibration"]["noise"]["source"].startswith("fit residuals")  # replicates are opt-in, off by default
+    assert scaling["calibration"]["noise"]["source"].startswith("fit residuals")  # replicates turned off here
+    assert "## Learning rate" in (results / "summary.md").read_text()
     assert not (results / "replicates").exists()
     # the probe stage: every cell embeds and probes every task; one baseline per task; utility laws
     tasks = ("in_hospital_mortality", "long_los", "readmission_30d", "icu_admission")
@@ -194,10 +197,11 @@ def test_html_report_has_every_figure(first_run, workdir):
         assert name in html
 
 
-def test_seed_replicates_opt_in_feed_the_calibration(first_run, workdir):
+def test_seed_replicates_of_a_budgets_middle_size_feed_the_calibration(first_run, workdir):
     results, _ = first_run
-    cell = sorted(p.parent.name for p in results.glob("runs/*/metrics.json") if p.parent.name.startswith("C1e10_"))[0]
-    config = write_config(workdir, [1e10, 2e10, 3e10, 1e11], replicates={"cells": [cell], "seeds": [0, 1]})
+    ladder = sorted((json.loads(p.read_text()) for p in results.glob("runs/C1e10_*/metrics.json")), key=lambda m: m["n_params"])
+    cell = ladder[(len(ladder) - 1) // 2]["cell"]
+    config = write_config(workdir, [1e10, 2e10, 3e10, 1e11], replicates={"cells": [], "budgets": ["first"], "seeds": [0, 1]})
     result = snakemake(workdir, config)
     assert result.returncode == 0, result.stderr[-4000:]
     rep = json.loads((results / "replicates" / cell / "seed1" / "metrics.json").read_text())
@@ -205,6 +209,8 @@ def test_seed_replicates_opt_in_feed_the_calibration(first_run, workdir):
     assert not (results / "replicates" / cell / "seed0").exists()  # the main run is seed 0 already
     noise = json.loads((results / "fits" / "scaling.json").read_text())["calibration"]["noise"]
     assert noise["source"] == "seed replicates" and noise["cells"] == 1 and noise["dof"] == 1
+    summary = (results / "summary.md").read_text()
+    assert f"SD of its log loss across seeds, is {noise['sigma_log_loss']:.4f} (1 cells retrained" in summary
 
 
 def test_a_unique_data_axis_adds_chains_on_subsets_and_the_data_constrained_fit(first_run, workdir):

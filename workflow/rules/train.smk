@@ -1,6 +1,6 @@
 # Training: one job per IsoFLOPs cell. Under train.schedule: wsd a cell is the cooldown of its
 # size's stable phase, which a chain of `stable` jobs trains once per size (docs/wsd.md).
-# tune.lr_multipliers adds each size's LR sweep (tune_run, tune) before any of its training;
+# tune.lr_multipliers adds the LR sweep (tune_run per size and multiplier, then one tune) before any training;
 # fit.replicates adds seed replicates of chosen cells (train_replicate).
 # Jobs that train start with `trap '' TERM USR1` (ehrscale.plan.workflow.train_shell).
 
@@ -40,19 +40,21 @@ rule tune_run:
 
 
 rule tune:
-    """A size's peak LR: the sweep run with the lowest validation loss."""
+    """Every size's peak LR from one rule fitted to the whole sweep: ln loss a parabola in ln LR
+    whose optimum is a power law in N (ehrscale.train.tune)."""
     input:
-        lambda wildcards: PLAN.sweep_runs(wildcards.size),
+        lambda wildcards: PLAN.all_sweep_runs(grid()),
     output:
-        f"{RESULTS}/tune/{{size}}.json",
+        rule=PLAN.lr_rule_path,
+        summary=PLAN.lr_rule_section,
     log:
-        f"{RESULTS}/logs/tune/{{size}}.log",
+        f"{RESULTS}/logs/tune.log",
     benchmark:
-        f"{RESULTS}/benchmarks/tune/{{size}}.tsv"
+        f"{RESULTS}/benchmarks/tune.tsv"
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale tune --runs {input} --out {output} > {log} 2>&1"
+        "ehrscale tune --runs {input} --out {output.rule} --summary {output.summary} > {log} 2>&1"
 
 
 rule stable:
@@ -117,7 +119,7 @@ rule train_replicate:
     """Retrain one cell with another seed (opt-in, fit.replicates): the noise of a cell's loss.
     Under WSD the whole schedule runs in this job (another seed is another stable phase)."""
     input:
-        unpack(lambda wildcards: {"tokens": PLAN.tokens_dir, **PLAN.tuned_lr(PLAN.size_of(wildcards.cell))}),
+        unpack(lambda wildcards: {"tokens": PLAN.tokens_dir, **PLAN.tuned_lr()}),
     output:
         metrics=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/metrics.json",
         model=f"{RESULTS}/replicates/{{cell}}/seed{{seed}}/model.pt",

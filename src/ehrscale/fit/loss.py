@@ -200,7 +200,7 @@ def _fit_points(points: pd.DataFrame, settings: FitSettings, warnings: list[str]
         "cells": points["cell"].tolist(),
         "settings": dataclasses.asdict(s), "paper": PAPER, "headline": headline,
         "approach2": iso, "approach3": par, "approach3_epoch": epoch, "calibration": cal, "robustness": checks,
-        "frontiers": frontiers, "warnings": warnings,
+        "frontiers": frontiers, "cell_noise": noise_from_replicates(points, replicates), "warnings": warnings,
     } | ({"data_constrained": dc} if dc is not None else {}))
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 from pathlib import Path
 
 from ehrscale.core.errors import EhrscaleError
@@ -122,9 +123,19 @@ class Dag:
 
     # ---- training: paths, inputs, params
 
-    def tuned_lr(self, size: str) -> dict[str, str]:
-        """The tune step's choice for a size as a named input, or nothing (the width rule, or a pinned LR)."""
-        return {"lr": f"{self.results}/tune/{size}.json"} if self.tune_multipliers else {}
+    @property
+    def lr_rule_path(self) -> str:
+        """The tune step's record: the LR rule fitted to the whole sweep and every size's peak LR."""
+        return f"{self.results}/tune/lr_rule.json"
+
+    @property
+    def lr_rule_section(self) -> str:
+        return f"{self.results}/tune/lr_rule.md"
+
+    def tuned_lr(self) -> dict[str, str]:
+        """The tune step's record as a named input (every size's LR is in it), or nothing (the width rule,
+        or a pinned LR)."""
+        return {"lr": self.lr_rule_path} if self.tune_multipliers else {}
 
     def stable_path(self, chain: str, branch: int) -> str:
         return f"{self.results}/stable/{chain}/T{branch}.pt"
@@ -133,6 +144,10 @@ class Dag:
         """A size's LR-sweep runs (their metrics.json). Each trains the size's smallest cell whole and,
         under WSD, leaves the state of its first stable segment: the winner's are copied, not retrained."""
         return [f"{self.results}/tune/{size}/{multiplier_name(m)}/metrics.json" for m in self.tune_multipliers]
+
+    def all_sweep_runs(self, grid: Planned) -> list[str]:
+        """Every size's sweep runs: the tune step fits one rule to all of them."""
+        return [path for size in sorted({cell.size for cell in grid.cells.values()}) for path in self.sweep_runs(size)]
 
     def tune_cell(self, grid: Planned, size: str) -> Cell:
         """The cell a size's LR sweep trains: its smallest in the grid."""
@@ -176,13 +191,13 @@ class Dag:
             start = {"start": self.stable_path(chain, prev)}
         else:
             start = {"adopt": self.sweep_runs(size)} if self.tune_multipliers else {}
-        return {"tokens": self.tokens_dir, **self.tuned_lr(size), **start}
+        return {"tokens": self.tokens_dir, **self.tuned_lr(), **start}
 
     def train_inputs(self, grid: Planned, cell: str) -> dict:
         """A cell needs the tokens, its size's tuned LR and, under WSD, its branch state (``branch``,
         marked ancient by the rule); the smallest cell of a swept size may copy its sweep run."""
         size = self.size_of(cell)
-        inputs = {"tokens": self.tokens_dir, **self.tuned_lr(size)}
+        inputs = {"tokens": self.tokens_dir, **self.tuned_lr()}
         if self.wsd:
             inputs["branch"] = self.stable_path(grid.cells[cell].chain, branch_point(grid.cells[cell].tokens, self.train))
         if self.tune_multipliers and self.tune_cell(grid, size).id == cell:
@@ -208,17 +223,29 @@ class Dag:
 
     # ---- seed replicates, probes
 
-    def replicate_metrics(self, grid: Planned) -> list[str]:
-        """Opt-in seed replicates (fit.replicates): each listed cell retrained with each other seed."""
-        cells = self.replicates.get("cells") or []
-        if not cells:
-            return []
-        unknown = sorted(set(cells) - set(grid.cells))
+    def replicate_cells(self, grid: Planned) -> list[str]:
+        """The cells fit.replicates retrains: those it names, and the middle size (by N; the lower of two)
+        of each budget it names ("first" and "last" are the grid's smallest and largest), on the whole data."""
+        named = list(self.replicates.get("cells") or [])
+        unknown = sorted(set(named) - set(grid.cells))
         if unknown:
             raise EhrscaleError(f"fit.replicates.cells: {unknown} are not cells of the grid; kept cells: {sorted(grid.cells)}")
+        fresh = [c for c in grid.cells.values() if c.data_fraction == 1.0]
+        budgets = sorted({c.budget for c in fresh})
+        for want in self.replicates.get("budgets") or []:
+            budget = {"first": budgets[0], "last": budgets[-1]}.get(want, want) if budgets else None
+            ladder = sorted((c for c in fresh if budget is not None and math.isclose(c.budget, float(budget), rel_tol=1e-9)),
+                            key=lambda c: c.n_params)
+            if not ladder:
+                raise EhrscaleError(f"fit.replicates.budgets: {want!r} is not a budget of the grid; budgets: {budgets}")
+            named.append(ladder[(len(ladder) - 1) // 2].id)
+        return list(dict.fromkeys(named))
+
+    def replicate_metrics(self, grid: Planned) -> list[str]:
+        """Seed replicates (fit.replicates): each of :meth:`replicate_cells` retrained with each other seed."""
         train_seed = self.config["train"].get("seed", 0)
         return [f"{self.results}/replicates/{cell}/seed{seed}/metrics.json"
-                for cell in cells for seed in self.replicates.get("seeds", []) if seed != train_seed]
+                for cell in self.replicate_cells(grid) for seed in self.replicates.get("seeds", []) if seed != train_seed]
 
     def run_files(self, grid: Planned, name: str) -> list[str]:
         """Every cell's ``runs/<cell>/<name>`` (metrics.json, log.csv)."""
@@ -239,8 +266,10 @@ class Dag:
         return json.dumps({k: v for k, v in self.config["fit"].items() if k in keep}, sort_keys=True)
 
     def summary_sections(self) -> list[str]:
-        """summary.md's sections in order: the loss laws', then the utility laws' when there are tasks."""
-        return [f"{self.results}/fits/scaling.md"] + ([f"{self.results}/fits/utility.md"] if self.tasks else [])
+        """summary.md's sections in order: the loss laws', the LR rule's when the sweep is on, then the utility
+        laws' when there are tasks."""
+        return ([f"{self.results}/fits/scaling.md"] + ([self.lr_rule_section] if self.tune_multipliers else [])
+                + ([f"{self.results}/fits/utility.md"] if self.tasks else []))
 
     def embed_settings(self) -> str:
         """Only what changes the embeddings: the device, the example caps (which examples) and how much history."""

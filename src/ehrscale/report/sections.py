@@ -105,7 +105,12 @@ def _approach3(result: dict) -> list[str]:
         lines.append(f"| {k} | {_ci(p[k], '.4g')} | {prof} | {_ci(ep['params'][k], '.4g') if ep else '-'} |")
     agree = par.get("agreement_with_epoch")
     grid_best = par["profile"]["grid_best"]
-    lines += ["", f"Residual RMS of log loss: {par['residual_log_loss_rms']:.4f}. Profile minimum on the grid at "
+    noise = result.get("cell_noise")
+    lines += ["", f"Residual RMS of log loss: {par['residual_log_loss_rms']:.4f}"
+              + (f"; a cell's own noise, the SD of its log loss across seeds, is {noise['sigma_log_loss']:.4f} "
+                 f"({noise['cells']} cells retrained, {noise['dof']} degrees of freedom)" if noise else
+                 "; a cell's own noise is not measured (fit.replicates is off)")
+              + ". Profile minimum on the grid at "
               f"α = {grid_best['alpha']:.2f}, β = {grid_best['beta']:.2f} (map: figures/profile_landscape)."
               + (f" |a(VP) - a(Epoch)| = {agree['abs_diff_a']:.2g}." if agree else ""), "",
               "Compute-optimal allocation at the fitted budgets (C = 6ND):", "",
@@ -240,3 +245,29 @@ SECTIONS = [_header, _headline, _approach2, _approach3, _calibration, _robustnes
 def loss_section(result: dict) -> str:
     """The loss laws' section of summary.md."""
     return "\n".join(line for section in SECTIONS for line in section(result)) + "\n"
+
+
+def lr_rule_section(record: dict) -> str:
+    """summary.md's section on the peak learning rates (from the tune step's lr_rule.json)."""
+    rule = record["rule"]
+    lines = ["## Learning rate", ""]
+    if rule["fitted"]:
+        g, lr0, q = rule["gamma"], rule["lr_at_n_ref"], rule["curvature_q"]
+        pct = f"{100 * rule['ci_level']:.0f} %"
+        lines += [f"One rule fitted to the whole LR sweep ({rule['n_in_basin']} of {rule['n_runs']} runs in the basin, within "
+                  f"{record['basin_log_loss']} of their size's best ln loss): ln loss is a parabola in ln LR, curvature "
+                  f"q = {_ci(q, '.3g')}, whose optimum is **lr\\*(N) = {lr0['estimate']:.3g} · (N / {rule['n_ref']:.3g})"
+                  f"^{g['estimate']:.3f}**; the exponent's {pct} interval is {g['ci_low']:.3f} to {g['ci_high']:.3f}, "
+                  f"lr\\* at N = {rule['n_ref']:.3g} is {lr0['ci_low']:.3g} to {lr0['ci_high']:.3g}. "
+                  f"Residual RMS of ln loss around the rule: {rule['residual_log_loss_rms']:.4f}. Every size trains at "
+                  "the rule's LR (kept inside the LRs its sweep tried), not at its own sweep's argmin.", ""]
+    else:
+        lines += [f"The LR rule was not fitted ({rule['reason']}): each size trains at its own sweep's lowest-loss LR.", ""]
+    lines += ["| size | N | LRs swept | sweep argmin | peak LR used |", "|---|---|---|---|---|"]
+    for size, rec in record["sizes"].items():
+        lrs = [c["learning_rate"] for c in rec["candidates"]]
+        note = " (the rule's {:.3g}, clamped)".format(rec["rule_learning_rate"]) if rec.get("clamped") else ""
+        edge = " (edge)" if rec["argmin_at_edge"] else ""
+        lines.append(f"| {size} | {rec['n_params']:,} | {min(lrs):.3g} to {max(lrs):.3g} | "
+                     f"{rec['argmin_learning_rate']:.3g}{edge} | {rec['learning_rate']:.3g}{note} |")
+    return "\n".join(lines + [""])

@@ -12,7 +12,7 @@ from ehrscale.core.config import load_config
 from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.settings import load_settings
 from ehrscale.model.config import ModelSettings
-from ehrscale.plan.grid import GridSettings, find_cell, parse_chain, resolve_sizes
+from ehrscale.plan.grid import GridSettings, find_cell, parse_cell_id, parse_chain, resolve_sizes
 from ehrscale.plan.rules import TrainSettings, check_settings
 from ehrscale.tokens.store import read_stats, target_tokens_from_stats
 from ehrscale.train.trainer import train_cell, train_stable
@@ -25,7 +25,7 @@ def _common_arguments(parser) -> None:
     parser.add_argument("--sizes", help="model_sizes: JSON ladder, or 'default' / 'debug'")
     parser.add_argument("--model", help="model section as JSON (or @file.json)")
     parser.add_argument("--settings", help="train section as JSON (or @file.json)")
-    parser.add_argument("--lr-file", help="the tune step's JSON for this size: its learning_rate is the peak LR")
+    parser.add_argument("--lr-file", help="the tune step's JSON (tune/lr_rule.json): this size's learning_rate is the peak LR")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (overrides settings)")
 
 
@@ -51,8 +51,9 @@ def add_stable_arguments(parser) -> None:
                         help="LR-sweep runs' metrics.json: a first segment copies the branch.pt beside them that is its state")
 
 
-def _load(args) -> tuple[dict, dict, ModelSettings, TrainSettings, dict]:
-    """The sections a job runs on: each flag (JSON or @file.json), else the --config file's section."""
+def _load(args, size: str) -> tuple[dict, dict, ModelSettings, TrainSettings, dict]:
+    """The sections a job runs on: each flag (JSON or @file.json), else the --config file's section;
+    ``size``: whose peak LR --lr-file gives."""
     config = load_config(args.config) if args.config else {}
     pick = lambda arg, key: config.get(key) if arg is None else arg  # noqa: E731
     sizes = resolve_sizes(pick(args.sizes, "model_sizes"))
@@ -61,7 +62,7 @@ def _load(args) -> tuple[dict, dict, ModelSettings, TrainSettings, dict]:
     if args.threads is not None:
         settings.threads = args.threads
     if args.lr_file:
-        settings.learning_rate = read_tuned_lr(args.lr_file)
+        settings.learning_rate = read_tuned_lr(args.lr_file, size)
     check_settings(settings)
     return config, sizes, model, settings, read_stats(args.tokens)
 
@@ -72,7 +73,7 @@ def _run_dirs(metrics_files: list[str]) -> list[Path]:
 
 
 def run(args) -> int:
-    config, sizes, model, settings, stats = _load(args)
+    config, sizes, model, settings, stats = _load(args, parse_cell_id(args.cell)[0])
     grid = load_settings(GridSettings, config.get("grid") if args.grid is None else args.grid, "grid")
     cell = find_cell(args.cell, sizes, grid, int(stats["vocab_size"]), model.context_length,
                      target_tokens_from_stats(stats, "train"), model)
@@ -81,8 +82,8 @@ def run(args) -> int:
 
 
 def run_stable(args) -> int:
-    _, sizes, model, settings, stats = _load(args)
     size = parse_chain(args.size)[0]  # a chain on a data subset ('d32L2_u0p25') trains its size's definition
+    _, sizes, model, settings, stats = _load(args, size)
     if size not in sizes:
         raise EhrscaleError(f"--size {args.size!r}: {size!r} is not in --sizes ({', '.join(sizes)})")
     return train_stable(args.tokens, args.out, args.size, sizes[size], args.until, model, settings,
