@@ -506,3 +506,22 @@ def test_frontier_with_an_unidentified_scale_reports_no_bound_not_a_crash():
     fit = fit_frontier([1.5e10, 2.64e10, 4.66e10, 8.22e10], [2.1239, 2.1458, 1.4910, 1.3815])
     assert fit["fitted"] and fit["K"]["ci_high"] is None and fit["K"]["estimate"] > 0
     json.dumps(fit, allow_nan=False)  # writable as JSON
+
+
+def test_seed_replicates_of_one_cell_load_once_per_seed(tmp_path):
+    """The default DAG retrains a cell with two other seeds: one cell, two files, both kept; one seed twice is refused."""
+    from ehrscale.fit.points import load_points
+
+    base = {"cell": "C1e10_d8L2", "size": "d8L2", "budget": 1e10, "n_params": 5000, "n_params_nonembedding": 2000,
+            "tokens": 3e5, "flops": 1e10, "flops_per_token": 3e4, "val_loss": 1.5}
+    paths = []
+    for i, seed in enumerate((1, 2, 2)):
+        paths.append(tmp_path / f"s{i}" / "metrics.json")
+        paths[-1].parent.mkdir()
+        paths[-1].write_text(json.dumps(base | {"seed": seed, "val_loss": 1.5 + 0.01 * i}))
+    reps = load_points(paths[:2], "val_loss", seeds_of_a_cell=True)[0]
+    assert list(reps["seed"]) == [1, 2] and list(reps["cell"]) == ["C1e10_d8L2"] * 2
+    with pytest.raises(EhrscaleError, match="duplicate cell name.*with one seed: C1e10_d8L2"):
+        load_points(paths[1:], "val_loss", seeds_of_a_cell=True)
+    with pytest.raises(EhrscaleError, match="duplicate cell name"):
+        load_points(paths[:2], "val_loss")  # the main run's cells: one file per cell

@@ -233,7 +233,8 @@ def fit_points_of(paths, settings: FitSettings, replicate_paths=()) -> tuple[pd.
     ``replicate_paths``: metrics.json of cells retrained with other seeds (the calibration's noise)."""
     metrics = [settings.loss_metric] + [m for m in settings.frontier_metrics if m != settings.loss_metric]
     points, warnings = load_points(paths, metrics, settings.param_count)
-    replicates = load_points(list(replicate_paths), settings.loss_metric, settings.param_count)[0] if replicate_paths else None
+    replicates = (load_points(list(replicate_paths), settings.loss_metric, settings.param_count, seeds_of_a_cell=True)[0]
+                  if replicate_paths else None)
     result = fit_points(points, settings, warnings, replicates)
     result["training"] = training_record(points)
     return points, result

@@ -63,8 +63,9 @@ def read_metrics(path: Path, metrics: list[str]) -> dict:
     return row
 
 
-def load_points(paths: list[str | Path], metric: str | list[str] = "val_loss", param_count: str = "total") -> tuple[pd.DataFrame, list[str]]:
-    """Return (points, warnings).
+def load_points(paths: list[str | Path], metric: str | list[str] = "val_loss", param_count: str = "total",
+                seeds_of_a_cell: bool = False) -> tuple[pd.DataFrame, list[str]]:
+    """Return (points, warnings). ``seeds_of_a_cell``: seed replicates, where a cell may come once per seed.
 
     ``metric`` is the loss key, or a list whose first entry is the loss key and the rest other
     metrics to carry (frontier metrics). ``points`` gets ``n`` (the parameter count fitted) and
@@ -78,9 +79,11 @@ def load_points(paths: list[str | Path], metric: str | list[str] = "val_loss", p
         raise EhrscaleError("no cells to fit: no metrics.json files were given or found")
     rows = [read_metrics(Path(p), metrics) for p in paths]
     df = pd.DataFrame(rows)
-    dup = df["cell"][df["cell"].duplicated()].tolist()
+    key = ["cell", "seed"] if seeds_of_a_cell and "seed" in df else ["cell"]
+    dup = df["cell"][df.duplicated(key)].tolist()
     if dup:
-        raise EhrscaleError(f"duplicate cell name(s) across metrics files: {', '.join(sorted(set(dup)))}")
+        raise EhrscaleError(f"duplicate cell name(s) across metrics files{' with one seed' if len(key) > 1 else ''}: "
+                            f"{', '.join(sorted(set(dup)))}")
     warnings: list[str] = []
     bad = ~(np.isfinite(df[metric].to_numpy(float)) & (df[metric].to_numpy(float) > 0))
     if bad.any():
