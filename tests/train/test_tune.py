@@ -1,6 +1,6 @@
 """The tune step: one LR rule fitted to the whole sweep (ehrscale.train.tune). It recovers a known
 rule, its intervals cover at their stated rate, it falls back to each size's argmin where the sweep
-cannot identify a rule, it never leaves a size's swept range, and the CLI writes the record and its
+cannot identify a rule, it never leaves the LRs a size's sweep survived, and the CLI writes the record and its
 summary section."""
 
 from __future__ import annotations
@@ -91,6 +91,17 @@ def test_a_rule_outside_a_sizes_sweep_is_clamped_to_it():
     rec = lr_rule(sweep(np.random.default_rng(4), sigma=0.002, truth=truth)[0])
     for r in rec["sizes"].values():
         assert r["clamped"] and r["learning_rate"] == max(c["learning_rate"] for c in r["candidates"])
+
+
+def test_a_rule_never_goes_above_an_lr_its_size_diverged_at():
+    """Loss climbs far more steeply above the optimum (divergence) than below it: the rule's LR must
+    stay at or below the highest LR at which the size's own sweep stayed in the basin."""
+    runs, _ = sweep(np.random.default_rng(8), sigma=0.002, truth=TRUTH | {"lr0": 0.019})
+    runs[3]["val_loss"] *= 3.0  # the first size diverged at its top LR, above its rule optimum
+    first = lr_rule(runs)["sizes"]["s0"]
+    lrs = sorted(c["learning_rate"] for c in first["candidates"])
+    assert lrs[2] < first["rule_learning_rate"] < lrs[3]  # the parabola alone would train between the two
+    assert first["clamped"] and first["learning_rate"] == lrs[2] and first["basin_learning_rates"] == [lrs[0], lrs[2]]
 
 
 @pytest.mark.parametrize("mults, sizes, reason", [((1.0, 2.0), SIZES, "3+ LRs"), (MULTS, SIZES[:1], "2+ sizes")])

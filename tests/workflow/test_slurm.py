@@ -190,9 +190,13 @@ def test_every_training_job_ran_on_slurm(slurm_run):
     jobs = slurm_run["jobs"]
     cells = set(_metrics(slurm_run["workdir"]))
     assert len(cells) == len(SIZES) * len(BUDGETS)
-    trained = {j["comment"].removeprefix("rule_train_wildcards_") for j in jobs
-               if j["comment"].startswith("rule_train_") and j["state"] == "COMPLETED"}
+    done = [j["comment"] for j in jobs if j["state"] == "COMPLETED"]
+    trained = {c.removeprefix("rule_train_wildcards_") for c in done if c.startswith("rule_train_wildcards_")}
     assert trained == cells
+    # the default seed replicates (fit.replicates) are SLURM jobs too, one per (cell, seed)
+    replicates = {c for c in done if c.startswith("rule_train_replicate_wildcards_")}
+    assert len(replicates) == len(list((slurm_run["workdir"] / "results" / "e2e").glob("replicates/*/*/metrics.json")))
+    assert replicates
     # Heavy rules are SLURM jobs too; fit is a localrule and ran on this host.
     comments = {j["comment"] for j in jobs}
     assert {"rule_extract", "rule_tokenize"} <= comments and "rule_fit" not in comments

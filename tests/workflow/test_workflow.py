@@ -108,8 +108,8 @@ def test_dag_produces_every_stage(first_run):
     utility = json.loads((results / "fits" / "utility.json").read_text())
     assert set(utility["tasks"]) == set(tasks)
     assert "## Clinical utility" in (results / "summary.md").read_text()
-    sections = [(results / "fits" / name).read_text() for name in ("scaling.md", "utility.md")]
-    assert (results / "summary.md").read_text() == "".join(sections)  # each fit rule's section, in order
+    sections = [(results / name).read_text() for name in ("fits/scaling.md", "tune/lr_rule.md", "fits/utility.md")]
+    assert (results / "summary.md").read_text() == "".join(sections)  # each rule's section, in order
     for name in ("utility_compute", "utility_loss"):
         assert (results / "figures" / f"{name}.png").stat().st_size > 1000
     for log in ("extract", "tokenize", "fit"):

@@ -260,7 +260,8 @@ def lr_rule_section(record: dict) -> str:
                   f"^{g['estimate']:.3f}**; the exponent's {pct} interval is {g['ci_low']:.3f} to {g['ci_high']:.3f}, "
                   f"lr\\* at N = {rule['n_ref']:.3g} is {lr0['ci_low']:.3g} to {lr0['ci_high']:.3g}. "
                   f"Residual RMS of ln loss around the rule: {rule['residual_log_loss_rms']:.4f}. Every size trains at "
-                  "the rule's LR (kept inside the LRs its sweep tried), not at its own sweep's argmin.", ""]
+                  "the rule's LR, kept inside the LRs at which its own sweep stayed in the basin (loss rises far more steeply "
+                  "above the optimum than below it), not at its own sweep's argmin.", ""]
     else:
         lines += [f"The LR rule was not fitted ({rule['reason']}): each size trains at its own sweep's lowest-loss LR.", ""]
     lines += ["| size | N | LRs swept | sweep argmin | peak LR used |", "|---|---|---|---|---|"]

@@ -17,7 +17,10 @@ law): near its optimum a size's ln validation loss is a parabola in ln LR,
 with one curvature q, one power law for the optimum, and a level c_s per size (each size's sweep
 cell has its own budget). Runs more than ``BASIN_LOG_LOSS`` above their size's best are outside
 the basin (diverged, or far too slow) and left out. Every size then trains at lr*(N), kept
-inside the LRs its sweep tried. With fewer than 2 sizes or 3 LRs per size the rule cannot be
+inside the LRs at which its own sweep stayed in the basin: loss rises far more steeply above the
+optimum (divergence) than below it, so a symmetric parabola must not carry a size past an LR it
+was seen to survive (on the default grid under seed 1 the rule put d4L2 at 0.038, between its best
+run at 0.024 and a diverged one at 0.048, and two of its cells diverged). With fewer than 2 sizes or 3 LRs per size the rule cannot be
 fitted, and each size takes its sweep's argmin (:func:`choose`), which the record says.
 """
 
@@ -52,6 +55,12 @@ def choose(runs: list[dict]) -> dict:
     }
 
 
+def _in_basin(runs: list[dict]) -> list[dict]:
+    """A size's sweep runs within BASIN_LOG_LOSS of its best ln loss (the best run is always one)."""
+    best = min(math.log(m["val_loss"]) for m in runs)
+    return [m for m in runs if math.log(m["val_loss"]) - best <= BASIN_LOG_LOSS]
+
+
 def _by_size(runs: list[dict]) -> dict[str, list[dict]]:
     sizes: dict[str, list[dict]] = {}
     for m in runs:
@@ -77,10 +86,8 @@ def fit_rule(sizes: dict[str, list[dict]], level: float = 0.95) -> dict:
     n_ref = float(np.exp(ln_n.mean()))
     idx, x, y = [], [], []
     for i, s in enumerate(names):
-        best = min(math.log(m["val_loss"]) for m in sizes[s])
-        for m in sizes[s]:
-            if math.log(m["val_loss"]) - best <= BASIN_LOG_LOSS:
-                idx.append(i), x.append(math.log(m["learning_rate"])), y.append(math.log(m["val_loss"]))
+        for m in _in_basin(sizes[s]):
+            idx.append(i), x.append(math.log(m["learning_rate"])), y.append(math.log(m["val_loss"]))
     idx, x, y = np.array(idx), np.array(x), np.array(y)
     z = ln_n - math.log(n_ref)
     k = len(names)
@@ -126,7 +133,7 @@ def fit_rule(sizes: dict[str, list[dict]], level: float = 0.95) -> dict:
 
 def lr_rule(runs: list[dict], level: float = 0.95) -> dict:
     """Every size's peak LR from the sweep runs (their metrics.json records): the fitted rule's, inside
-    the size's swept range, or each size's argmin when the rule cannot be fitted."""
+    the LRs at which the size's sweep stayed in the basin, or each size's argmin when the rule cannot be fitted."""
     sizes = _by_size(runs)
     n_lrs = min(len({m["learning_rate"] for m in v}) for v in sizes.values()) if sizes else 0
     if not sizes:
@@ -144,10 +151,10 @@ def lr_rule(runs: list[dict], level: float = 0.95) -> dict:
         rec = {"n_params": v[0]["n_params"], "argmin_learning_rate": argmin["learning_rate"],
                "argmin_at_edge": argmin["at_edge"], "candidates": argmin["candidates"]}
         if rule["fitted"]:
-            lrs = [c["learning_rate"] for c in argmin["candidates"]]
+            lrs = [m["learning_rate"] for m in _in_basin(argmin["candidates"])]
             ideal = rule["lr_at_n_ref"]["estimate"] * (v[0]["n_params"] / rule["n_ref"]) ** rule["gamma"]["estimate"]
             rec |= {"rule_learning_rate": ideal, "learning_rate": min(max(ideal, min(lrs)), max(lrs)),
-                    "clamped": not (min(lrs) <= ideal <= max(lrs))}
+                    "basin_learning_rates": [min(lrs), max(lrs)], "clamped": not (min(lrs) <= ideal <= max(lrs))}
         else:
             rec |= {"learning_rate": argmin["learning_rate"], "clamped": False}
         out[size] = rec
@@ -197,5 +204,5 @@ def run(args) -> int:
         print(f"LR rule not fitted ({rule['reason']}): each size takes its sweep's argmin", file=sys.stderr)
     for size, rec in result["sizes"].items():
         print(f"[{size}] LR {rec['learning_rate']:.3g} (argmin {rec['argmin_learning_rate']:.3g})"
-              + (" clamped to the swept range" if rec["clamped"] else ""), file=sys.stderr)
+              + (" kept inside the LRs its sweep survived" if rec["clamped"] else ""), file=sys.stderr)
     return 0
