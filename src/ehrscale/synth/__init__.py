@@ -54,6 +54,11 @@ diagnoses, drugs and labs and omr; acute severity through the ED stay (transfer 
 labs before admittime), admission type/location, early STAT labs, troponin/lactate panels,
 ICU vitals and the drugs started in the first hours (antibiotics, pressors, insulin drips).
 
+*Density*: ``--density mimic`` adds MIMIC-IV's extra lab draws, outpatient labs and ICU charting
+(about 5x the rows) from a second per-patient generator, leaving every default row as it is
+(``density.py`` gives the rates and their sources). ``--workers`` simulates chunks in parallel
+processes; the files are byte-identical for any number of workers.
+
 *Long-range structure*: chronic diagnosis codes and maintenance drugs (a per-patient regimen)
 recur, noisily, at every admission; traits (alcohol, smoking, family history) show up as codes
 and drugs long before the conditions they cause; outpatient omr rows (blood pressure, weight,
@@ -62,17 +67,22 @@ BMI) track hypertension and cancer between admissions.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import multiprocessing
 import os
 import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_dir
+from ehrscale.synth.density import DENSITIES
 from ehrscale.synth.patient import ChunkRows, simulate_patient
-from ehrscale.synth.writer import Streams
+from ehrscale.synth.writer import Streams, encode_chunk
 
 log = logging.getLogger(__name__)
 
@@ -118,11 +128,52 @@ def summarize(counts: dict[str, int], rows: dict[str, int], n_patients: int, sec
     }
 
 
-def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK) -> dict:
-    """Write a synthetic cohort of ``n_patients`` to ``out_dir`` (replaced atomically); return a summary."""
+def _simulate_chunk(seed: int, lo: int, hi: int, density: str) -> dict:
+    """Patients ``lo..hi-1``, their rows encoded as CSV bodies: the unit of work a worker process does."""
+    chunk = ChunkRows(density)
+    for i in range(lo, hi):
+        simulate_patient(seed, i, chunk)
+    encoded, rows = encode_chunk(chunk)
+    return {"encoded": encoded, "rows": rows, "counts": _chunk_stats(chunk.adm_stats),
+            "dx": {(r[3], r[4]) for r in chunk.rows.get("diagnoses_icd", [])},
+            "px": {(r[4], r[5]) for r in chunk.rows.get("procedures_icd", [])}}
+
+
+def _chunks_in_order(seed: int, n_patients: int, chunk_size: int, density: str, workers: int):
+    """Each chunk's result, in patient order; with workers > 1, simulated in worker processes, a bounded
+    number ahead of the writer (memory stays a few chunks whatever the cohort size)."""
+    bounds = [(lo, min(n_patients, lo + chunk_size)) for lo in range(0, n_patients, chunk_size)]
+    if workers == 1 or len(bounds) == 1:
+        for lo, hi in bounds:
+            yield hi, _simulate_chunk(seed, lo, hi, density)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no inherited state: the same bytes as one process
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        pending: deque = deque()
+        todo = iter(bounds)
+        for lo, hi in itertools.islice(todo, 2 * workers):
+            pending.append((hi, pool.submit(_simulate_chunk, seed, lo, hi, density)))
+        while pending:
+            hi, future = pending.popleft()
+            result = future.result()
+            for lo2, hi2 in itertools.islice(todo, 1):
+                pending.append((hi2, pool.submit(_simulate_chunk, seed, lo2, hi2, density)))
+            yield hi, result
+
+
+def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+             density: str = "default", workers: int = 1) -> dict:
+    """Write a synthetic cohort of ``n_patients`` to ``out_dir`` (replaced atomically); return a summary.
+
+    ``density``: "default", or "mimic" for MIMIC-IV's event density (``ehrscale.synth.density``).
+    ``workers``: processes simulating chunks in parallel; the files are byte-identical for any value.
+    """
     n_patients = _check_int("n_patients (--patients)", n_patients, 1)
     seed = _check_int("seed (--seed)", seed, 0)
     chunk_size = _check_int("chunk_size (--chunk-size)", chunk_size, 1)
+    workers = _check_int("workers (--workers)", workers, 1)
+    if density not in DENSITIES:
+        raise EhrscaleError(f"density (--density) must be one of {', '.join(DENSITIES)}, got {density!r}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise EhrscaleError(f"out_dir '{out}' exists and is not a directory")
@@ -134,22 +185,20 @@ def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_s
         with atomic_dir(out) as tmp:
             streams = Streams(tmp)
             try:
-                for lo in range(0, n_patients, chunk_size):
-                    chunk = ChunkRows()
-                    for i in range(lo, min(n_patients, lo + chunk_size)):
-                        simulate_patient(seed, i, chunk)
-                    for key, v in _chunk_stats(chunk.adm_stats).items():
+                for done, result in _chunks_in_order(seed, n_patients, chunk_size, density, workers):
+                    for key, v in result["counts"].items():
                         counts[key] = counts.get(key, 0) + v
-                    dx.update((r[3], r[4]) for r in chunk.rows.get("diagnoses_icd", []))
-                    px.update((r[4], r[5]) for r in chunk.rows.get("procedures_icd", []))
-                    streams.write_chunk(chunk)
-                    log.debug("synth: %d/%d patients", min(n_patients, lo + chunk_size), n_patients)
-                streams.write_dictionaries(dx, px)
+                    dx |= result["dx"]
+                    px |= result["px"]
+                    streams.write_encoded(result["encoded"], result["rows"])
+                    log.debug("synth: %d/%d patients", done, n_patients)
+                streams.write_dictionaries(dx, px, dense=density == "mimic")
             finally:
                 streams.close()
     except OSError as err:
         raise EhrscaleError(f"cannot write out_dir '{out}': {err}") from err
     summary = summarize(counts, streams.rows, n_patients, time.perf_counter() - t_start)
+    summary["density"] = density
     log.info("synth: %d patients, %d admissions in %.1fs -> %s", n_patients, summary["admissions"],
              summary["seconds"], out)
     log.info("synth: admissions/patient %.2f, in-hospital mortality %.1f%%, 30-day readmission %.1f%%, "
@@ -165,10 +214,15 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
                         help=f"patients simulated per chunk; bounds memory (default {DEFAULT_CHUNK})")
+    parser.add_argument("--density", choices=DENSITIES, default="default",
+                        help="default, or mimic: MIMIC-IV's labs and ICU charting per day (ehrscale.synth.density)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="processes simulating chunks in parallel; the files do not depend on it (default 1)")
 
 
 def run(args) -> int:
-    s = generate(args.out_dir, args.patients, args.seed, chunk_size=args.chunk_size)
+    s = generate(args.out_dir, args.patients, args.seed, chunk_size=args.chunk_size, density=args.density,
+                 workers=args.workers)
     print(f"wrote {s['patients']} patients, {s['admissions']} admissions to {args.out_dir} in {s['seconds']:.1f}s")
     for key in ("admissions_per_patient", "in_hospital_mortality", "readmission_30d", "long_los_7d", "icu_admission",
                 "labs_per_admission"):

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from ehrscale.synth import density
 from ehrscale.synth import model as m
 from ehrscale.synth.ids import DAY, HADM_BASE, MAX_ADM, MAX_DRAWS, STAY_BASE
 from ehrscale.synth.tables import DRUGS
@@ -162,6 +163,10 @@ def simulate_admission(pt, k: int, t: float, prev_loc: str | None, out) -> dict:
     n_labs = _labs(pt, a, out)
     if a.icu:
         _vitals(pt, a, stay_id, out)
+    if out.density == "mimic":  # after the default rows, from the patient's second generator
+        density.extra_labs(pt, a, out, _lab_values)
+        if a.icu:
+            density.icu_charting(pt, a, stay_id, out, _acuity)
     out.adm_stats.append((pt.sid, a.adm_s, a.disch_s, int(a.died), int(a.icu), n_labs))
     return {"disch": a.disch, "died": a.died, "loc": a.loc, "s": a.s, "unresolved": a.unresolved}
 
@@ -417,19 +422,37 @@ def _lab_schedule(r, a: _Admission) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return T[keep], np.array(prio, np.int8)[keep], np.array(masks)[keep]
 
 
-def _lab_values(pt, a: _Admission, T: np.ndarray) -> np.ndarray:
-    """Lab values at times ``T``: personal and chronic baselines plus the acute effect times acuity."""
-    rng, n = pt.rng, len(T)
-    A = _acuity(T, a)
+def lab_shift(pt, active: np.ndarray) -> np.ndarray:
+    """The patient's lab offsets (z units): personal identity plus the active chronic conditions."""
     shift = pt.lab_re.copy()
     for c, name in enumerate(m.CONDITIONS):
-        if a.active[c] and name in m.CHRONIC_LAB_VEC:
+        if active[c] and name in m.CHRONIC_LAB_VEC:
             shift += m.CHRONIC_LAB_VEC[name]
     if pt.alcohol:
         shift += m.CHRONIC_LAB_VEC["alcohol"]
     shift[_L[50862]] -= 0.5 * pt.z
     shift[_L[51222]] += 0.7 * pt.male - 0.3 * pt.z
-    Z = shift + np.outer(A, m.ACUTE_LAB_VEC[a.prob]) + rng.normal(0, 0.45, (n, m.N_LABS))
+    return shift
+
+
+def _lab_values(pt, a: _Admission, T: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
+    """Lab values at times ``T``: personal and chronic baselines plus the acute effect times acuity."""
+    rng = pt.rng if rng is None else rng
+    n = len(T)
+    A = _acuity(T, a)
+    Z = lab_shift(pt, a.active) + np.outer(A, m.ACUTE_LAB_VEC[a.prob]) + rng.normal(0, 0.45, (n, m.N_LABS))
+    return _lab_scale(Z, rng)
+
+
+def baseline_lab_values(pt, days: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Outpatient lab values on ``days``: the chronic baseline of each day, no acute effect."""
+    shift = np.stack([lab_shift(pt, pt.active(d)) for d in days])
+    return _lab_scale(shift + rng.normal(0, 0.45, (len(days), m.N_LABS)), rng)
+
+
+def _lab_scale(Z: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """z scores -> lab values in their units, clipped, with the derived labs recomputed."""
+    n = len(Z)
     lin = m.LAB_CENTRE + m.LAB_SCALE * Z
     V = np.where(m.LAB_LOG, np.exp(np.minimum(lin, 12.0)), lin)
     V = np.clip(V, _CLIP_LO, _CLIP_HI)

@@ -12,7 +12,8 @@ import math
 import numpy as np
 
 from ehrscale.synth import model as m
-from ehrscale.synth.admission import simulate_admission
+from ehrscale.synth import density
+from ehrscale.synth.admission import baseline_lab_values, simulate_admission
 from ehrscale.synth.ids import DAY, MAX_ADM, SUBJECT_BASE
 
 _YEAR0 = {y: int(np.datetime64(f"{y}-01-01T00:00:00", "s").astype(np.int64)) for y in range(2100, 2300)}
@@ -21,9 +22,11 @@ _YEAR0 = {y: int(np.datetime64(f"{y}-01-01T00:00:00", "s").astype(np.int64)) for
 class ChunkRows:
     """Rows of one chunk of patients: small tables as tuples, big ones as column arrays."""
 
-    def __init__(self) -> None:
+    def __init__(self, density: str = "default") -> None:
+        self.density = density  # "mimic": the extra rows of ehrscale.synth.density, in the *_dense stores
         self.rows: dict[str, list] = {}
-        self.cols: dict[str, dict[str, list]] = {"labevents": {}, "chartevents": {}}
+        self.cols: dict[str, dict[str, list]] = {"labevents": {}, "chartevents": {}, "labevents_dense": {},
+                                                 "chartevents_dense": {}}
         self.adm_stats: list[tuple] = []  # (subject_id, admit, disch, died, icu, n_labs)
 
     def add(self, table: str, row: tuple) -> None:
@@ -139,6 +142,8 @@ class _Patient:
 def simulate_patient(seed: int, i: int, out: ChunkRows) -> None:
     rng = np.random.default_rng([seed, i])
     pt = _Patient(rng, i)
+    # The extra rows of a dense cohort come from a second generator: the default draws stay as they are.
+    pt.dense_rng = np.random.default_rng([seed, i, 1]) if out.density == "mimic" else None
     t, k, dod, prev_loc = pt.t0, 0, None, None
     last_disch = None
     while k < MAX_ADM and t < pt.end:
@@ -170,7 +175,10 @@ def simulate_patient(seed: int, i: int, out: ChunkRows) -> None:
             break
         t = res["disch"] + gap
         prev_loc = loc
-    _omr(pt, min(last_disch if last_disch is not None else pt.t0, pt.end), out)
+    last = min(last_disch if last_disch is not None else pt.t0, pt.end)
+    _omr(pt, last, out)
+    if pt.dense_rng is not None:
+        density.outpatient_labs(pt, pt.t0, last, out, baseline_lab_values)
     dod_s = None if dod is None else pt.sec(dod)
     out.add("patients", (pt.sid, "M" if pt.male else "F", pt.anchor_age, pt.anchor_year,
                          f"{pt.group} - {pt.group + 2}", dod_s))

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from ehrscale.synth import density
 from ehrscale.synth import model as m
 from ehrscale.synth import tables
 
@@ -116,6 +117,7 @@ def small_table(table: str, rows: list[tuple]) -> pa.Table:
 
 
 def lab_table(cols: dict[str, list]) -> pa.Table:
+    """labevents rows; a negative hadm_id (an outpatient draw) is written empty."""
     c = {k: np.concatenate(v) for k, v in cols.items()}
     n = len(c["itemid"])
     j = _LAB_SORTED[np.searchsorted(m.LAB_IDS[_LAB_SORTED], c["itemid"])]
@@ -123,7 +125,8 @@ def lab_table(cols: dict[str, list]) -> pa.Table:
     abnormal = ((val < _LAB_LOF[j]) | (val > _LAB_HIF[j])).astype(np.int64)
     empty = pa.nulls(n, pa.string())
     return pa.table({
-        "labevent_id": c["labevent_id"], "subject_id": c["subject_id"], "hadm_id": c["hadm_id"],
+        "labevent_id": c["labevent_id"], "subject_id": c["subject_id"],
+        "hadm_id": pa.array(c["hadm_id"], mask=c["hadm_id"] < 0),
         "specimen_id": c["specimen_id"], "itemid": c["itemid"], "order_provider_id": empty,
         "charttime": _ts(c["charttime"]), "storetime": _ts(c["storetime"]), "value": val, "valuenum": val,
         "valueuom": _LAB_UOM.take(j), "ref_range_lower": _LAB_LO.take(j), "ref_range_upper": _LAB_HI.take(j),
@@ -141,6 +144,42 @@ def chart_table(cols: dict[str, list]) -> pa.Table:
         "itemid": c["itemid"], "value": val, "valuenum": val, "valueuom": _VIT_UOM.take(j),
         "warning": np.zeros(len(j), dtype=np.int64),
     })
+
+
+def dense_chart_table(cols: dict[str, list]) -> pa.Table:
+    """The extra ICU charting of a ``mimic``-density cohort: numeric items with units, text items as text."""
+    c = {k: np.concatenate(v) for k, v in cols.items()}
+    item, text = c["item"], c["text"]
+    is_num = text < 0
+    num = np.minimum(item, len(density.CHART_DECIMALS) - 1)
+    val = _round(c["valuenum"], np.where(is_num, density.CHART_DECIMALS[num], 0))
+    value = pc.if_else(pa.array(is_num), pc.cast(pa.array(val), pa.string()),
+                       _DENSE_TEXT.take(np.maximum(text, 0)))
+    return pa.table({
+        "subject_id": c["subject_id"], "hadm_id": c["hadm_id"], "stay_id": c["stay_id"],
+        "caregiver_id": c["caregiver_id"], "charttime": _ts(c["charttime"]), "storetime": _ts(c["storetime"]),
+        "itemid": density.CHART_IDS[item], "value": value, "valuenum": pa.array(val, mask=~is_num),
+        "valueuom": pa.array(density.CHART_UNITS + [None]).take(np.where(is_num, num, len(density.CHART_UNITS))),
+        "warning": np.zeros(len(item), dtype=np.int64),
+    })
+
+
+_DENSE_TEXT = pa.array(density.LEVEL_TEXT)
+
+
+def encode_chunk(chunk) -> tuple[dict[str, bytes], dict[str, int]]:
+    """One chunk's rows as CSV bodies per event table, and their row counts."""
+    tbls: dict[str, list[pa.Table]] = {}
+    for table in EVENT_TABLES:
+        if table == "labevents":
+            tbls[table] = [lab_table(chunk.cols[s]) for s in ("labevents", "labevents_dense") if chunk.cols[s]]
+        elif table == "chartevents":
+            tbls[table] = ([chart_table(chunk.cols[table])] if chunk.cols[table] else []) + (
+                [dense_chart_table(chunk.cols["chartevents_dense"])] if chunk.cols["chartevents_dense"] else [])
+        elif chunk.rows.get(table):
+            tbls[table] = [small_table(table, chunk.rows[table])]
+    encoded = {t: b"".join(encode(x) for x in ts if x.num_rows) for t, ts in tbls.items() if ts}
+    return encoded, {t: sum(x.num_rows for x in tbls[t]) for t in encoded}
 
 
 class Streams:
@@ -166,21 +205,15 @@ class Streams:
 
     def write_table(self, table: str, tbl: pa.Table) -> None:
         if tbl.num_rows:
-            self.files[table][1].write(encode(tbl))
-            self.rows[table] += tbl.num_rows
+            self.write_encoded({table: encode(tbl)}, {table: tbl.num_rows})
 
-    def write_chunk(self, chunk) -> None:
-        for table in EVENT_TABLES:
-            if table == "labevents":
-                if chunk.cols[table]:
-                    self.write_table(table, lab_table(chunk.cols[table]))
-            elif table == "chartevents":
-                if chunk.cols[table]:
-                    self.write_table(table, chart_table(chunk.cols[table]))
-            elif chunk.rows.get(table):
-                self.write_table(table, small_table(table, chunk.rows[table]))
+    def write_encoded(self, encoded: dict[str, bytes], rows: dict[str, int]) -> None:
+        """Append one chunk's CSV bodies (from :func:`encode_chunk`), table by table."""
+        for table, data in encoded.items():
+            self.files[table][1].write(data)
+            self.rows[table] += rows[table]
 
-    def write_dictionaries(self, dx: set, px: set) -> None:
+    def write_dictionaries(self, dx: set, px: set, dense: bool = False) -> None:
         def rows_for(codes, titles):
             return [(code, ver, titles[(code, ver)]) for code, ver in sorted(codes, key=lambda cv: (cv[1], cv[0]))]
 
@@ -188,7 +221,8 @@ class Streams:
             "d_icd_diagnoses": rows_for(dx, tables.D_ICD_DIAGNOSES),
             "d_icd_procedures": rows_for(px, tables.D_ICD_PROCEDURES),
             "d_labitems": [(int(r[0]),) + tuple(r[1:]) for r in tables.D_LABITEMS],
-            "d_items": [(int(r[0]),) + tuple(x or None for x in r[1:]) for r in tables.D_ITEMS],
+            "d_items": [(int(r[0]),) + tuple(x or None for x in r[1:])
+                        for r in tables.D_ITEMS + (density.D_ITEMS if dense else [])],
         }
         for table, rows in dicts.items():
             gz = self._open(table)
