@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 
-def _one(n: int, seed: int, chunk_size: int, density: str, workers: int) -> dict:
+def _one(n: int, seed: int, chunk_size: int | None, density: str, workers: int) -> dict:
     from ehrscale.synth import generate
 
     with tempfile.TemporaryDirectory(prefix="ehrscale-bench-synth-") as tmp:
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="10000,100000", help="comma-separated cohort sizes (default 10000,100000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--chunk-size", type=int, default=1000)
+    ap.add_argument("--chunk-size", type=int, help="patients per chunk (default: the generator's)")
     ap.add_argument("--density", choices=("default", "mimic"), default="default")
     ap.add_argument("--workers", type=int, default=1, help="generator processes (default 1)")
     ap.add_argument("--one", type=int, help=argparse.SUPPRESS)  # internal: run one size in this process
@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'worker MB':>10} {'gz MB':>7}")
     for n in [int(x) for x in args.sizes.split(",") if x.strip()]:
         proc = subprocess.run([sys.executable, __file__, "--one", str(n), "--seed", str(args.seed),
-                               "--chunk-size", str(args.chunk_size), "--density", args.density,
+                               *(["--chunk-size", str(args.chunk_size)] if args.chunk_size else []),
+                               "--density", args.density,
                                "--workers", str(args.workers)], capture_output=True, text=True, check=True)
         r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"{r['patients']:>9} {r['seconds']:>8.1f} {r['patients_per_s']:>11.0f} {r['rows']:>11} "

@@ -87,6 +87,7 @@ from ehrscale.synth.writer import Streams, encode_chunk
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK = 1000
+DENSE_CHUNK = 250  # a mimic-density patient has about 6x the rows: the same memory per chunk
 
 
 def _check_int(name: str, value, minimum: int) -> int:
@@ -161,7 +162,7 @@ def _chunks_in_order(seed: int, n_patients: int, chunk_size: int, density: str, 
             yield hi, result
 
 
-def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_size: int = DEFAULT_CHUNK,
+def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_size: int | None = None,
              density: str = "default", workers: int = 1) -> dict:
     """Write a synthetic cohort of ``n_patients`` to ``out_dir`` (replaced atomically); return a summary.
 
@@ -170,6 +171,8 @@ def generate(out_dir: str | os.PathLike, n_patients: int, seed: int = 0, chunk_s
     """
     n_patients = _check_int("n_patients (--patients)", n_patients, 1)
     seed = _check_int("seed (--seed)", seed, 0)
+    if chunk_size is None:
+        chunk_size = DENSE_CHUNK if density == "mimic" else DEFAULT_CHUNK
     chunk_size = _check_int("chunk_size (--chunk-size)", chunk_size, 1)
     workers = _check_int("workers (--workers)", workers, 1)
     if density not in DENSITIES:
@@ -212,8 +215,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("out_dir", help="output directory (replaced atomically); gets hosp/ and icu/")
     parser.add_argument("--patients", type=int, default=1000, help="number of patients (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK,
-                        help=f"patients simulated per chunk; bounds memory (default {DEFAULT_CHUNK})")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help=f"patients simulated per chunk; bounds memory (default {DEFAULT_CHUNK}, "
+                             f"{DENSE_CHUNK} at mimic density)")
     parser.add_argument("--density", choices=DENSITIES, default="default",
                         help="default, or mimic: MIMIC-IV's labs and ICU charting per day (ehrscale.synth.density)")
     parser.add_argument("--workers", type=int, default=1,
