@@ -9,7 +9,8 @@ data stage through its command with its rule's threads and DuckDB memory limit (
 ``mem_mb``, as ``workflow/rules/common.smk`` gives it): ``extract``, ``tokenize``, and ``labels`` for
 every task of ``config/tasks`` (one process per task, as the rule runs them). With ``--etl-venv``, the
 official MIMIC_IV_MEDS ETL (``meds-extract-run``) runs on the same CSVs up to ``--etl-max`` patients;
-the tables it reads that ehrscale's cohort lacks are given as header-only files.
+the tables it reads that ehrscale's cohort lacks are given as stand-ins (the demo's header and first row,
+times blanked, so no event) and mimic-code's concept maps as header-only files.
 
 A sampler sums the resident memory of each stage's whole process tree every 0.1 s: its peak is what a
 job's memory limit sees. Prints one row per (size, stage) beside the rule's declared ``mem_mb``, then
