@@ -17,7 +17,7 @@ bit-identical and what the pinned setting costs in tokens/s against native (the 
 machine, interleaved repeats). Emulation covers instruction-set dispatch, not a different
 microarchitecture's MKL code path choices, so a match here is necessary, not proof.
 
-    .venv/bin/python bench/determinism.py [--sizes d24L2 d64L2] [--budget 1.5e10] [--repeats 2]
+    .venv/bin/python bench/determinism.py [--sizes d24L2 d64L2] [--budget 3e10] [--repeats 2]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ CAP = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN
 PIN = {"MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41"}
 PROFILES = {"native": {}, "capped": CAP, "pinned": PIN, "pinned+capped": CAP | PIN}
 LADDER = {"d24L2": {"n_layer": 2, "d_model": 24, "n_head": 2}, "d64L2": {"n_layer": 2, "d_model": 64, "n_head": 4}}
+BUDGET = {"d24L2": 3e10, "d64L2": 1.6e11}  # each size's smallest budget with the default run's 300 steps
 
 
 def worker(args) -> None:
@@ -83,7 +84,8 @@ def run_profile(tokens: Path, work: Path, size: str, budget: float, profile: str
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", nargs="+", default=list(LADDER), choices=list(LADDER))
-    p.add_argument("--budget", type=float, default=3e10, help="FLOPs of the cell trained")
+    p.add_argument("--budget", type=float, help="FLOPs of the cell trained (default: per size, "
+                   + ", ".join(f"{k} {v:g}" for k, v in BUDGET.items()) + ")")
     p.add_argument("--repeats", type=int, default=2, help="runs of each profile, interleaved (throughput is their median)")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--tokens", help=argparse.SUPPRESS)
@@ -102,7 +104,7 @@ def main() -> None:
         runs = {name: [] for name in PROFILES}
         for r in range(args.repeats):
             for name in PROFILES:
-                runs[name].append(run_profile(tokens, work, size, args.budget, name, r))
+                runs[name].append(run_profile(tokens, work, size, args.budget or BUDGET[size], name, r))
                 x = runs[name][-1]
                 print(f"{size:<7} {name:<14} {x['val_loss']!r:<20} {x['weights']:<17} {x['tokens_per_second']:>9.0f}  {x['cpu']}")
         first = {name: rs[0] for name, rs in runs.items()}
