@@ -7,6 +7,7 @@ import gzip
 from pathlib import Path
 
 from ehrscale.extract.mimic import TABLES
+from ehrscale.synth.writer import LAYOUT
 
 # The tables extraction requires by default; each file gets exactly the columns ehrscale reads.
 REQUIRED = ("patients", "admissions", "transfers", "icustays", "diagnoses_icd", "procedures_icd", "labevents",
@@ -27,3 +28,13 @@ def write_raw(root: Path, rows: dict[str, list[dict]], gz: bool = True) -> Path:
             for row in rows.get(name, []):
                 writer.writerow({c: row.get(c, "") for c in table.columns})
     return root
+
+
+def synth_path(root: Path, table: str) -> Path:
+    """Where the synthetic generator writes ``table`` under ``root``."""
+    return root / LAYOUT[table][0] / f"{table}.csv.gz"
+
+
+def gz_lines(path: Path) -> list[str]:
+    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
+        return f.read().splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import duckdb
@@ -13,18 +12,10 @@ from ehrscale.core.errors import EhrscaleError
 from ehrscale.extract.raw import extract
 from ehrscale.synth import density, generate
 from ehrscale.synth.writer import LAYOUT
+from support.raw import gz_lines, synth_path
 
 N = 600
 ADDED = {"labevents", "chartevents", "d_items"}  # the only tables a dense cohort adds rows to
-
-
-def _path(root: Path, table: str) -> Path:
-    return root / LAYOUT[table][0] / f"{table}.csv.gz"
-
-
-def _lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-        return f.read().splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def con(cohorts):
     c = duckdb.connect()
     for table in ("admissions", "icustays", "patients", "labevents", "chartevents"):
         types = "{'value': 'VARCHAR', 'hadm_id': 'BIGINT'}" if table.endswith("events") else "{}"
-        c.execute(f"CREATE TABLE {table} AS SELECT * FROM read_csv('{_path(dense, table)}', header=true, "
+        c.execute(f"CREATE TABLE {table} AS SELECT * FROM read_csv('{synth_path(dense, table)}', header=true, "
                   f"types={types})")
     return c
 
@@ -50,9 +41,9 @@ def test_a_dense_cohort_is_the_default_one_plus_rows(cohorts):
     default, dense = cohorts
     for table in LAYOUT:
         if table not in ADDED:
-            assert _path(default, table).read_bytes() == _path(dense, table).read_bytes(), table
+            assert synth_path(default, table).read_bytes() == synth_path(dense, table).read_bytes(), table
             continue
-        base, more = _lines(_path(default, table)), _lines(_path(dense, table))
+        base, more = gz_lines(synth_path(default, table)), gz_lines(synth_path(dense, table))
         assert base[0] == more[0], f"{table} header"
         missing = set(base) - set(more)
         assert not missing, f"{table}: {len(missing)} default rows missing from the dense cohort"
@@ -95,7 +86,7 @@ def test_extract_reads_a_dense_cohort(cohorts, tmp_path):
     charts = events[events.code.str.startswith("CHART//")]
     assert charts.code.str.contains("//220739//").any()  # a text item arrives as a code with its text value
     assert charts.text_value.notna().any() and charts.numeric_value.notna().any()
-    n_rows = sum(len(_lines(_path(dense, t))) - 1 for t in ("labevents", "chartevents"))
+    n_rows = sum(len(gz_lines(synth_path(dense, t))) - 1 for t in ("labevents", "chartevents"))
     assert len(events[events.code.str.startswith(("LAB//", "CHART//"))]) == n_rows
 
 
@@ -103,7 +94,7 @@ def test_workers_do_not_change_a_byte(tmp_path):
     generate(tmp_path / "one", 300, seed=2, chunk_size=50)
     generate(tmp_path / "two", 300, seed=2, chunk_size=50, workers=2)
     for table in LAYOUT:
-        assert _path(tmp_path / "one", table).read_bytes() == _path(tmp_path / "two", table).read_bytes(), table
+        assert synth_path(tmp_path / "one", table).read_bytes() == synth_path(tmp_path / "two", table).read_bytes(), table
 
 
 @pytest.mark.parametrize("kwargs", [{"density": "dense"}, {"workers": 0}])

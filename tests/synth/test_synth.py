@@ -14,17 +14,9 @@ from ehrscale.core.errors import EhrscaleError
 from ehrscale.synth import generate
 from ehrscale.synth.writer import LAYOUT
 from support import DEMO
+from support.raw import gz_lines, synth_path
 
 N_BIG = 10_000
-
-
-def _path(root: Path, table: str) -> Path:
-    return root / LAYOUT[table][0] / f"{table}.csv.gz"
-
-
-def _lines(path: Path) -> list[str]:
-    with gzip.open(path, "rt", encoding="utf-8", newline="") as f:
-        return f.read().splitlines()
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +54,7 @@ def con(big):
 
 def test_writes_every_table_with_demo_headers(small):
     for table, (module, header, _, _) in LAYOUT.items():
-        path = _path(small, table)
+        path = synth_path(small, table)
         assert path.exists(), table
         with gzip.open(path, "rt") as f:
             assert f.readline().rstrip("\n") == ",".join(header), table
@@ -112,22 +104,22 @@ def test_same_seed_is_byte_identical_and_growth_keeps_earlier_patients(small, tm
     grown = tmp_path / "grown"
     generate(grown, 300, seed=7)
     for table, (module, header, _, _) in LAYOUT.items():
-        a, b = _path(small, table), _path(again, table)
-        assert _lines(a) == _lines(b), f"{table} differs with another chunk size"
+        a, b = synth_path(small, table), synth_path(again, table)
+        assert gz_lines(a) == gz_lines(b), f"{table} differs with another chunk size"
         if table.startswith("d_"):
-            assert set(_lines(a)) <= set(_lines(_path(grown, table))), table
+            assert set(gz_lines(a)) <= set(gz_lines(synth_path(grown, table))), table
             continue
         col = header.index("subject_id")
-        grown_first = [ln for ln in _lines(_path(grown, table))[1:] if int(ln.split(",")[col]) < 10_000_200]
-        assert _lines(a)[1:] == grown_first, f"{table}: first 200 patients changed when the cohort grew"
-        assert len(_lines(_path(grown, table))) > len(_lines(a)) or table in ("icustays", "chartevents")
+        grown_first = [ln for ln in gz_lines(synth_path(grown, table))[1:] if int(ln.split(",")[col]) < 10_000_200]
+        assert gz_lines(a)[1:] == grown_first, f"{table}: first 200 patients changed when the cohort grew"
+        assert len(gz_lines(synth_path(grown, table))) > len(gz_lines(a)) or table in ("icustays", "chartevents")
     same = tmp_path / "same"
     generate(same, 200, seed=7)
     for table in LAYOUT:
-        assert _path(small, table).read_bytes() == _path(same, table).read_bytes(), table
+        assert synth_path(small, table).read_bytes() == synth_path(same, table).read_bytes(), table
     other = tmp_path / "other"
     generate(other, 200, seed=8)
-    assert _lines(_path(small, "admissions")) != _lines(_path(other, "admissions"))
+    assert gz_lines(synth_path(small, "admissions")) != gz_lines(synth_path(other, "admissions"))
 
 
 def test_value_formats_parse(con, small):
@@ -135,7 +127,7 @@ def test_value_formats_parse(con, small):
     ts = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}")
     date = re.compile(r"\d{4}-\d{2}-\d{2}")
     for table, (_, header, ts_cols, date_cols) in LAYOUT.items():
-        rows = list(csv.reader(_lines(_path(small, table))))[1:]
+        rows = list(csv.reader(gz_lines(synth_path(small, table))))[1:]
         assert rows, table
         for col in ts_cols | date_cols:
             k = header.index(col)

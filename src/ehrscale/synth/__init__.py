@@ -150,15 +150,15 @@ def _chunks_in_order(seed: int, n_patients: int, chunk_size: int, density: str, 
         return
     ctx = multiprocessing.get_context("spawn")  # no inherited state: the same bytes as one process
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-        pending: deque = deque()
         todo = iter(bounds)
-        for lo, hi in itertools.islice(todo, 2 * workers):
-            pending.append((hi, pool.submit(_simulate_chunk, seed, lo, hi, density)))
+        pending = deque((hi, pool.submit(_simulate_chunk, seed, lo, hi, density))
+                        for lo, hi in itertools.islice(todo, 2 * workers))
         while pending:
             hi, future = pending.popleft()
             result = future.result()
-            for lo2, hi2 in itertools.islice(todo, 1):
-                pending.append((hi2, pool.submit(_simulate_chunk, seed, lo2, hi2, density)))
+            nxt = next(todo, None)
+            if nxt is not None:
+                pending.append((nxt[1], pool.submit(_simulate_chunk, seed, *nxt, density)))
             yield hi, result
 
 

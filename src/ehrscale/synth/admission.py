@@ -163,7 +163,7 @@ def simulate_admission(pt, k: int, t: float, prev_loc: str | None, out) -> dict:
     n_labs = _labs(pt, a, out)
     if a.icu:
         _vitals(pt, a, stay_id, out)
-    if out.density == "mimic":  # after the default rows, from the patient's second generator
+    if pt.dense_rng is not None:  # a mimic-density cohort: after the default rows, from the second generator
         density.extra_labs(pt, a, out, _lab_values)
         if a.icu:
             density.icu_charting(pt, a, stay_id, out, _acuity)

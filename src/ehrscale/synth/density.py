@@ -203,7 +203,6 @@ CHART_UNITS = [NUMERIC[i][3] for i in sorted(NUMERIC)]
 # Text values: one flat vocabulary; item k's level j is LEVEL_TEXT[_LEVEL_START[k] + j].
 LEVEL_TEXT = [v for i in sorted(TEXT) for v in _ACUITY_LEVELS[TEXT[i][3]]]
 _LEVEL_START = np.concatenate([[0], np.cumsum(_N_LEVELS)[:-1]])
-EXTRA_CHART_ROWS_PER_ICU_DAY = float((24 / _EVERY).sum())
 
 D_ITEMS = [(str(i), *NUMERIC[i][:2], "chartevents", NUMERIC[i][2], NUMERIC[i][3], "Numeric", "", "")
            for i in sorted(NUMERIC)] + [(str(i), TEXT[i][0], TEXT[i][0], "chartevents", TEXT[i][1], "", "Text", "", "")
@@ -263,10 +262,9 @@ def icu_charting(pt, a, stay_id: int, out, acuity) -> None:
     n, k = len(T), len(CHART_IDS)
     phase = r.integers(0, _EVERY)
     mask = (np.arange(n)[:, None] - phase[None, :]) % _EVERY[None, :] == 0
-    spec = _SPEC
-    level = spec[:, 0] + spec[:, 1] * r.standard_normal(_N_NUM)
-    num = level + np.outer(A, spec[:, 3]) + spec[:, 2] * r.standard_normal((n, _N_NUM))
-    num = np.clip(num, spec[:, 5], spec[:, 6])
+    level = _SPEC[:, 0] + _SPEC[:, 1] * r.standard_normal(_N_NUM)
+    num = level + np.outer(A, _SPEC[:, 3]) + _SPEC[:, 2] * r.standard_normal((n, _N_NUM))
+    num = np.clip(num, _SPEC[:, 5], _SPEC[:, 6])
     latent = r.normal(0, 0.5, k - _N_NUM) + 0.6 * A[:, None] + 0.4 * r.standard_normal((n, k - _N_NUM))
     idx = np.clip(np.floor(latent + 0.5), 0, _N_LEVELS - 1).astype(np.int64)
     ri, ci = np.nonzero(mask)

@@ -63,6 +63,8 @@ _LAB_HIF = np.array([float(v[2]) for v in m.LABS.values()])
 _VIT_IDS = np.array(list(m.VITALS), dtype=np.int64)  # ascending
 _VIT_DEC = np.array([v[1] for v in m.VITALS.values()])
 _VIT_UOM = pa.array([v[0] for v in m.VITALS.values()])
+_DENSE_TEXT = pa.array(density.LEVEL_TEXT)
+_DENSE_UNITS = pa.array(density.CHART_UNITS + [None])  # the last: text items have no unit
 _FLAG = pa.array(["", "abnormal"])
 _PRIORITY = pa.array(["ROUTINE", "STAT"])
 _CSV = pacsv.WriteOptions(include_header=False, quoting_style="none")
@@ -153,18 +155,14 @@ def dense_chart_table(cols: dict[str, list]) -> pa.Table:
     is_num = text < 0
     num = np.minimum(item, len(density.CHART_DECIMALS) - 1)
     val = _round(c["valuenum"], np.where(is_num, density.CHART_DECIMALS[num], 0))
-    value = pc.if_else(pa.array(is_num), pc.cast(pa.array(val), pa.string()),
-                       _DENSE_TEXT.take(np.maximum(text, 0)))
+    value = pc.if_else(pa.array(is_num), pc.cast(pa.array(val), pa.string()), _DENSE_TEXT.take(np.maximum(text, 0)))
     return pa.table({
         "subject_id": c["subject_id"], "hadm_id": c["hadm_id"], "stay_id": c["stay_id"],
         "caregiver_id": c["caregiver_id"], "charttime": _ts(c["charttime"]), "storetime": _ts(c["storetime"]),
         "itemid": density.CHART_IDS[item], "value": value, "valuenum": pa.array(val, mask=~is_num),
-        "valueuom": pa.array(density.CHART_UNITS + [None]).take(np.where(is_num, num, len(density.CHART_UNITS))),
+        "valueuom": _DENSE_UNITS.take(np.where(is_num, num, len(density.CHART_UNITS))),
         "warning": np.zeros(len(item), dtype=np.int64),
     })
-
-
-_DENSE_TEXT = pa.array(density.LEVEL_TEXT)
 
 
 def encode_chunk(chunk) -> tuple[dict[str, bytes], dict[str, int]]:
