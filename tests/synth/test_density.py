@@ -97,6 +97,13 @@ def test_workers_do_not_change_a_byte(tmp_path):
         assert synth_path(tmp_path / "one", table).read_bytes() == synth_path(tmp_path / "two", table).read_bytes(), table
 
 
+def test_a_dense_cohort_is_in_patient_order_whatever_the_chunking(cohorts, tmp_path):
+    _, dense = cohorts
+    generate(tmp_path / "one_chunk", N, seed=5, chunk_size=N, density="mimic")
+    for table in LAYOUT:
+        assert synth_path(dense, table).read_bytes() == synth_path(tmp_path / "one_chunk", table).read_bytes(), table
+
+
 @pytest.mark.parametrize("kwargs", [{"density": "dense"}, {"workers": 0}])
 def test_bad_density_or_workers_raise(tmp_path, kwargs):
     with pytest.raises(EhrscaleError, match="density|workers"):

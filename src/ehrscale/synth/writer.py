@@ -165,19 +165,31 @@ def dense_chart_table(cols: dict[str, list]) -> pa.Table:
     })
 
 
+def _in_patient_order(default: pa.Table | None, dense: pa.Table) -> pa.Table:
+    """A dense cohort's rows: each patient's default rows, then its extra ones (a stable sort), so the file
+    does not depend on how patients were chunked."""
+    if default is None:
+        return dense
+    default = default.cast(dense.schema)  # chartevents' numeric value as text: the CSV writer's own rendering
+    both = pa.concat_tables([default, dense])
+    return both.take(pc.sort_indices(both, [("subject_id", "ascending")]))
+
+
 def encode_chunk(chunk) -> tuple[dict[str, bytes], dict[str, int]]:
     """One chunk's rows as CSV bodies per event table, and their row counts."""
-    tbls: dict[str, list[pa.Table]] = {}
+    tbls: dict[str, pa.Table] = {}
     for table in EVENT_TABLES:
-        if table == "labevents":
-            tbls[table] = [lab_table(chunk.cols[s]) for s in ("labevents", "labevents_dense") if chunk.cols[s]]
-        elif table == "chartevents":
-            tbls[table] = ([chart_table(chunk.cols[table])] if chunk.cols[table] else []) + (
-                [dense_chart_table(chunk.cols["chartevents_dense"])] if chunk.cols["chartevents_dense"] else [])
-        elif chunk.rows.get(table):
-            tbls[table] = [small_table(table, chunk.rows[table])]
-    encoded = {t: b"".join(encode(x) for x in ts if x.num_rows) for t, ts in tbls.items() if ts}
-    return encoded, {t: sum(x.num_rows for x in tbls[t]) for t in encoded}
+        if table in ("labevents", "chartevents"):
+            build = lab_table if table == "labevents" else chart_table
+            dense_build = lab_table if table == "labevents" else dense_chart_table
+            default = build(chunk.cols[table]) if chunk.cols[table] else None
+            dense = chunk.cols[f"{table}_dense"]
+            tbl = _in_patient_order(default, dense_build(dense)) if dense else default
+        else:
+            tbl = small_table(table, chunk.rows[table]) if chunk.rows.get(table) else None
+        if tbl is not None and tbl.num_rows:
+            tbls[table] = tbl
+    return {t: encode(x) for t, x in tbls.items()}, {t: x.num_rows for t, x in tbls.items()}
 
 
 class Streams:
