@@ -35,11 +35,13 @@ import time
 from pathlib import Path
 
 import psutil
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "workflow" / "rules"
 TASKS = ROOT / "config" / "tasks"
-DEMO = ROOT.parent / "shared" / "data" / "mimic-iv-demo"  # headers for the tables the official ETL wants
+DEMO = ROOT.parent / "shared" / "data" / "mimic-iv-demo"
+CONTEXT_LENGTH = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["model"]["context_length"]  # headers for the tables the official ETL wants
 
 
 def declared_mem_mb() -> dict[str, int]:
@@ -120,11 +122,14 @@ def etl_stubs(raw: Path) -> None:
 def one_size(n: int, args, work: Path, mem: dict[str, int]) -> list[dict]:
     exe = Path(sys.executable).parent
     ehrscale = str(exe / "ehrscale")
-    d = work / f"n{n}"
-    shutil.rmtree(d, ignore_errors=True)
-    (d / "logs").mkdir(parents=True)
+    d = work / f"{args.density}-n{n}"
+    synth_json = d / "synth.json"
+    reuse = args.reuse and synth_json.exists()
+    if not reuse:
+        shutil.rmtree(d, ignore_errors=True)
+    (d / "logs").mkdir(parents=True, exist_ok=True)
     raw, meds, tokens, labels = d / "raw", d / "meds", d / "tokens", d / "labels"
-    duck = {rule: f"{mem[rule] * 3 // 4}MB" for rule in ("extract", "tokenize")}
+    duck = {rule: f"{mem[rule] * 3 // 4}MB" for rule in ("extract", "meds_import", "tokenize")}
     rows = []
 
     def record(stage: str, rule: str | None, result: dict, **extra) -> None:
@@ -132,19 +137,41 @@ def one_size(n: int, args, work: Path, mem: dict[str, int]) -> list[dict]:
         rows.append(row)
         print(_fmt(row), flush=True)
 
-    record("synth", None, run_stage([ehrscale, "synth", str(raw), "--patients", str(n), "--seed", "3",
-                                     "--density", args.density, "--workers", str(args.workers)], d / "logs/synth.log"),
-           gz_mb=gz_mb(raw))
-    record("extract", "extract", run_stage([ehrscale, "extract", str(raw), str(meds), "--name", f"scale-{n}",
-                                            "--threads", str(args.threads), "--memory-limit", duck["extract"]],
-                                           d / "logs/extract.log"))
-    record("tokenize", "tokenize", run_stage([ehrscale, "tokenize", str(meds), str(tokens), "--threads",
-                                              str(args.threads), "--memory-limit", duck["tokenize"]],
-                                             d / "logs/tokenize.log"))
-    per_task = [run_stage([ehrscale, "labels", str(meds), "--tasks", str(t), "--out", str(labels / f"{t.stem}.parquet")],
-                          d / f"logs/labels-{t.stem}.log") for t in sorted(TASKS.glob("*.yaml"))]
-    record("labels", "labels", {"seconds": sum(r["seconds"] for r in per_task),
-                                "peak_mb": max(r["peak_mb"] for r in per_task)}, jobs=len(per_task))
+    if reuse:  # the generator is deterministic: the same cohort, and its measurement when it was made
+        record("synth", None, json.loads(synth_json.read_text()), gz_mb=gz_mb(raw), reused=True)
+    else:
+        made = run_stage([ehrscale, "synth", str(raw), "--patients", str(n), "--seed", "3", "--density", args.density,
+                          "--workers", str(args.workers)], d / "logs/synth.log")
+        synth_json.write_text(json.dumps(made))
+        record("synth", None, made, gz_mb=gz_mb(raw))
+    if args.synth_only:
+        return rows
+
+    def stage(rule: str, *cmd, log: str | None = None) -> dict:
+        """A stage's command under its rule's budget, as the workflow runs it (EHRSCALE_MEM_MB)."""
+        env = dict(os.environ, EHRSCALE_MEM_MB=str(mem[rule])) if rule in mem else None
+        return run_stage([ehrscale, *map(str, cmd)], d / "logs" / f"{log or rule}.log", env=env)
+
+    def per_task(rule: str, make) -> dict:
+        runs = [stage(rule, *make(t), log=f"{rule}-{t.stem}") for t in tasks]
+        return {"seconds": sum(r["seconds"] for r in runs), "peak_mb": max(r["peak_mb"] for r in runs)}
+
+    tasks = sorted(TASKS.glob("*.yaml"))
+    threads = ("--threads", args.threads)
+    record("extract", "extract", stage("extract", "extract", raw, meds, "--name", f"scale-{n}", *threads,
+                                       "--memory-limit", duck["extract"]))
+    record("meds_import", "meds_import", stage("meds_import", "meds-import", meds, d / "imported", *threads,
+                                               "--memory-limit", duck["meds_import"]))
+    shutil.rmtree(d / "imported", ignore_errors=True)
+    record("tokenize", "tokenize", stage("tokenize", "tokenize", meds, tokens, *threads,
+                                         "--memory-limit", duck["tokenize"]))
+    record("labels", "labels", per_task("labels", lambda t: ("labels", meds, "--tasks", t, "--out",
+                                                             labels / f"{t.stem}.parquet")), jobs=len(tasks))
+    record("probe inputs", None, run_stage([sys.executable, str(Path(__file__)), "--probe-inputs", str(tokens),
+                                            str(labels)], d / "logs" / "probe-inputs.log"))
+    record("baseline", "baseline", per_task("baseline", lambda t: (
+        "baseline", "--tokens", tokens, "--labels", labels / f"{t.stem}.parquet", "--out",
+        d / "baseline" / f"{t.stem}.json", "--context-length", CONTEXT_LENGTH)), jobs=len(tasks))
     if args.etl_venv and n <= args.etl_max:
         etl_stubs(raw)
         env = dict(os.environ, PATH=f"{Path(args.etl_venv) / 'bin'}:{os.environ['PATH']}")
@@ -153,13 +180,33 @@ def one_size(n: int, args, work: Path, mem: dict[str, int]) -> list[dict]:
              "do_download=false", f"input_dir={raw}", "dataset_key=demo"], d / "logs/etl.log", env=env))
     if not args.keep:
         shutil.rmtree(d, ignore_errors=True)
+    elif args.reuse:  # the next run reuses the cohort only
+        for sub in ("meds", "tokens", "labels", "baseline", "etl"):
+            shutil.rmtree(d / sub, ignore_errors=True)
     return rows
+
+
+def probe_inputs(tokens: Path, labels: Path) -> None:
+    """What the embed jobs build before any model runs: every task's probe examples and the windows
+    that embed them (:func:`ehrscale.probe.embed.plan_windows`), split by split."""
+    from ehrscale.probe.embed import plan_windows
+    from ehrscale.probe.examples import probe_examples
+    from ehrscale.probe.settings import ProbeSettings
+    from ehrscale.tokens.store import TokenSplit
+
+    for path in sorted(labels.glob("*.parquet")):
+        examples = probe_examples(path, tokens, ProbeSettings())
+        for split, part in examples.groupby("split"):
+            store = TokenSplit(tokens / split)
+            part = part.assign(index=store.index_of(part["subject_id"].to_numpy()))
+            _, windows = plan_windows(store, part, CONTEXT_LENGTH)
+            print(f"{path.stem} {split}: {len(part)} examples, {len(windows)} windows", flush=True)
 
 
 def _fmt(row: dict) -> str:
     declared = f"{row['declared_mb']:>8}" if row.get("declared_mb") else f"{'-':>8}"
     over = " OVER" if row.get("declared_mb") and row["peak_mb"] > row["declared_mb"] else ""
-    extra = f"  ({row['gz_mb']:.0f} MB gz)" if "gz_mb" in row else ""
+    extra = f"  ({row['gz_mb']:.0f} MB gz{', reused' if row.get('reused') else ''})" if "gz_mb" in row else ""
     return (f"{row['patients']:>8} {row['stage']:<13} {row['seconds']:>9.1f} {row['peak_mb']:>9.0f} "
             f"{declared}{over}{extra}")
 
@@ -174,8 +221,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--etl-max", type=int, default=30000, help="largest cohort given to the official ETL")
     ap.add_argument("--work", help="directory for the cohorts (default: a temporary one, removed)")
     ap.add_argument("--keep", action="store_true", help="keep each size's files")
+    ap.add_argument("--reuse", action="store_true",
+                    help="with --work: take a cohort made earlier (and its synth figures) instead of making it again")
+    ap.add_argument("--synth-only", action="store_true", help="only make the cohorts (for a later --reuse)")
     ap.add_argument("--json", help="also write the rows to this JSON file")
+    ap.add_argument("--probe-inputs", nargs=2, metavar=("TOKENS", "LABELS"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.probe_inputs:  # the probe-inputs stage, in its own process so that its memory is its own
+        probe_inputs(*map(Path, args.probe_inputs))
+        return 0
     sizes = sorted(int(x) for x in args.sizes.split(",") if x.strip())
     mem = declared_mem_mb()
     print(f"density {args.density}; DuckDB gets 3/4 of each rule's mem_mb; peak = summed RSS of the process tree")

@@ -9,11 +9,13 @@ pays for importing torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import sys
 
 from ehrscale.core.errors import EhrscaleError
+from ehrscale.core.memory import MemoryGuard, budget_mb_from_env
 
 # subcommand -> (module, one-line help[, function suffix])
 COMMANDS: dict[str, tuple[str, ...]] = {
@@ -64,14 +66,22 @@ def main(argv: list[str] | None = None) -> int:
     add_arguments(parser)
     args = parser.parse_args(rest)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    guard = None
     try:
-        return int(run(args) or 0)
-    except EhrscaleError as err:
-        print(f"ehrscale {name}: error: {err}", file=sys.stderr)
-        return 2
+        budget = budget_mb_from_env()
+        with MemoryGuard(budget, f"ehrscale {name}") if budget else contextlib.nullcontext() as guard:
+            return int(run(args) or 0)
     except BrokenPipeError:  # e.g. `ehrscale plan ... | head`
         sys.stderr.close()
         return 0
+    except BaseException as err:
+        if guard is not None and guard.exceeded_mb is not None:  # whatever surfaced, memory was the cause
+            print(f"ehrscale {name}: error: {guard.message()}", file=sys.stderr)
+            return 3
+        if isinstance(err, EhrscaleError):
+            print(f"ehrscale {name}: error: {err}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -70,6 +70,19 @@ def test_import_keeps_the_datasets_splits_and_writes_meds(imported):
     assert n == 356_063
 
 
+def test_import_writes_shards_of_whole_subjects_that_join_to_the_one_shard_import(imported, tmp_path):
+    """extract.subjects_per_shard bounds each shard (a shard is sorted alone, so memory follows it);
+    read in shard order, the shards are the same rows as one shard per split."""
+    out = tmp_path / "sharded"
+    import_meds(FOREIGN, out, ExtractSettings(subjects_per_shard=7))
+    for split in ("train", "tuning", "held_out"):
+        files = sorted((out / "data" / split).glob("*.parquet"), key=lambda p: int(p.stem))
+        parts = [pq.read_table(f) for f in files]
+        assert all(len(set(t.column("subject_id").to_pylist())) <= 7 for t in parts)
+        assert len(files) == -(-len(set(pq.read_table(imported / "data" / split).column("subject_id").to_pylist())) // 7)
+        assert pa.concat_tables(parts).equals(pq.read_table(imported / "data" / split / "0.parquet"))
+
+
 def test_import_assigns_keyed_hash_splits_without_subject_splits(tmp_path):
     src = tmp_path / "src"
     shutil.copytree(FOREIGN, src)

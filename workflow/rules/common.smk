@@ -29,6 +29,9 @@ shell.prefix(
 
 # DuckDB gets three quarters of a job's memory: it overshoots its limit a little.
 DUCKDB_MEMORY = "$(( {resources.mem_mb} * 3 / 4 ))MB"
+# A data job's whole budget: past it the stage stops with a clear error (ehrscale.core.memory),
+# before the kernel or SLURM kills it.
+MEM_BUDGET = "EHRSCALE_MEM_MB={resources.mem_mb}"
 
 
 wildcard_constraints:

@@ -17,7 +17,7 @@ rule extract:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale extract {input} {output} --name {params.name} --settings {params.settings:q} "
+        f"{MEM_BUDGET} ehrscale extract {{input}} {{output}} --name {{params.name}} --settings {{params.settings:q}} "
         f"--threads {{threads}} --memory-limit {DUCKDB_MEMORY} > {{log}} 2>&1"
 
 
@@ -40,7 +40,8 @@ rule meds_import:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale meds-import {input} {output} --settings {params.settings:q} --threads {threads} > {log} 2>&1"
+        f"{MEM_BUDGET} ehrscale meds-import {{input}} {{output}} --settings {{params.settings:q}} --threads {{threads}} "
+        f"--memory-limit {DUCKDB_MEMORY} > {{log}} 2>&1"
 
 
 # Both rules write the MEDS dataset; the source decides which one makes it.

@@ -16,8 +16,10 @@ rule labels:
         f"{RESULTS}/logs/labels/{{task}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/labels/{{task}}.tsv"
+    resources:
+        mem_mb=2000,
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale labels {input.meds} --task {input.task} --out {output.labels} "
-        "{params.predicates} > {log} 2>&1"
+        f"{MEM_BUDGET} ehrscale labels {{input.meds}} --task {{input.task}} --out {{output.labels}} "
+        f"{{params.predicates}} > {{log}} 2>&1"

@@ -73,8 +73,10 @@ rule baseline:
         f"{RESULTS}/logs/baseline/{{task}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/baseline/{{task}}.tsv"
+    resources:
+        mem_mb=4000,
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale baseline --tokens {input.tokens} --labels {input.labels} "
-        "--out {output.record} --context-length {params.context_length} --settings {params.settings:q} > {log} 2>&1"
+        f"{MEM_BUDGET} OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 ehrscale baseline --tokens {{input.tokens}} --labels {{input.labels}} "
+        f"--out {{output.record}} --context-length {{params.context_length}} --settings {{params.settings:q}} > {{log}} 2>&1"

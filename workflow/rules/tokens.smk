@@ -20,5 +20,5 @@ checkpoint tokenize:
     conda:
         "../../envs/ehrscale.yaml"
     shell:
-        "ehrscale tokenize {input} {output} --settings {params.settings:q} "
+        f"{MEM_BUDGET} ehrscale tokenize {{input}} {{output}} --settings {{params.settings:q}} "
         f"--threads {{threads}} --memory-limit {DUCKDB_MEMORY} > {{log}} 2>&1"

@@ -24,9 +24,21 @@ def quote_list(values) -> str:
     return "[" + ", ".join(quote(v) for v in values) + "]"
 
 
+_UNIT_BYTES = {"B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4,
+               "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
 def check_memory_limit(value: str, key: str) -> None:
     if not _MEMORY.fullmatch(str(value)):
         raise EhrscaleError(f"{key} must look like '2GB', got {value!r}")
+
+
+def parse_memory(value: str) -> int:
+    """Bytes in a DuckDB memory size such as '3000MB' or '2GiB' (DuckDB's units: MB = 1000^2)."""
+    m = _MEMORY.fullmatch(str(value))
+    if not m:
+        raise EhrscaleError(f"a memory size must look like '2GB', got {value!r}")
+    return int(float(str(value)[: m.start(2)].strip()) * _UNIT_BYTES[m.group(2)])
 
 
 def connect(database: str = ":memory:", *, threads: int | None = None, memory_limit: str | None = None,
@@ -44,6 +56,18 @@ def connect(database: str = ":memory:", *, threads: int | None = None, memory_li
     if threads:
         con.execute(f"SET threads = {int(threads)}")
     return con
+
+
+def duckdb_failure(err: Exception, what: str, memory_limit: str | None) -> EhrscaleError:
+    """A DuckDB error as a clear one: running out of its memory limit says which limit and how to raise it."""
+    import duckdb
+
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, duckdb.OutOfMemoryException):
+        return EhrscaleError(f"{what}: DuckDB needed more than its memory limit {memory_limit} ({first}). Give the job "
+                             "more memory (the rule's mem_mb: DuckDB gets 3/4 of it) or use smaller shards "
+                             "(extract.subjects_per_shard)")
+    return EhrscaleError(f"{what}: {first}")
 
 
 def add_duckdb_arguments(parser) -> None:

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ehrscale.core.errors import EhrscaleError
-from ehrscale.core.sql import connect, quote_list
+from ehrscale.core.sql import connect, quote, quote_list
 from ehrscale.extract.splits import SPLITS
 
 log = logging.getLogger(__name__)
@@ -45,6 +45,70 @@ REQUIRED_TYPES = {
     "code": (lambda t: pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t), "string"),
     "numeric_value": (pa.types.is_floating, "float32"),
 }
+
+
+# Rows per parquet row group, counted over the whole stream of shards (a group also ends with its shard):
+# DuckDB's 60 vectors of 2048 rows, the cut that ehrscale's shards have always had.
+ROW_GROUP = 122_880
+
+
+def stage_by_shard(con, select_sql: str, staged: Path) -> int:
+    """Write ``select_sql``'s rows (first columns ``split`` and ``shard``) under ``staged/split=<s>/shard=<k>/``
+    as compressed parquet, in one streaming pass; returns the row count. A shard is then sorted alone."""
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    # DuckDB buffers rows per open shard: flush them a row group at a time, not in 512k-row blocks,
+    # so that even a small memory limit holds a buffer for every shard.
+    con.execute(f"SET partitioned_write_flush_threshold = {ROW_GROUP}")
+    return int(con.execute(f"COPY ({select_sql}) TO {quote(staged)} "
+                           "(FORMAT parquet, PARTITION_BY (split, shard), COMPRESSION zstd)").fetchone()[0])
+
+
+def staged_shards(roots: list[Path]) -> dict[tuple[str, int], list[Path]]:
+    """The files of each (split, shard) staged under any of ``roots``, by split name then shard number."""
+    out: dict[tuple[str, int], list[Path]] = {}
+    for root in roots:
+        for d in root.glob("split=*/shard=*"):
+            key = (d.parent.name.split("=", 1)[1], int(d.name.split("=", 1)[1]))
+            out.setdefault(key, []).extend(sorted(d.glob("*.parquet")))
+    return dict(sorted(out.items()))
+
+
+def write_shards(con, roots: list[Path], columns: str, order_by: str, data_dir: Path) -> dict[str, int]:
+    """Each staged (split, shard) of ``roots``, sorted by ``order_by``, to ``data_dir/<split>/<shard>.parquet``
+    in :data:`DATA_SCHEMA` (``columns`` selects its columns); returns rows per split. Splits other than
+    SPLITS (e.g. events of unknown subjects) are skipped.
+
+    DuckDB sorts one shard at a time under its memory limit (spilling past it), and Python holds one
+    row group: memory and scratch disk follow the shard, not the cohort."""
+    rows_per_split = dict.fromkeys(SPLITS, 0)
+    written = 0
+    for (split, shard), files in staged_shards(roots).items():
+        if split not in SPLITS:
+            continue
+        path = data_dir / split / f"{shard}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        reader = con.sql(f"SELECT {columns} FROM read_parquet({quote_list(files)}) ORDER BY {order_by}"
+                         ).to_arrow_reader(ROW_GROUP)
+        with pq.ParquetWriter(path, DATA_SCHEMA) as writer:
+            pending: list[pa.RecordBatch] = []
+            for batch in reader:
+                while batch.num_rows:
+                    room = ROW_GROUP - written % ROW_GROUP - sum(b.num_rows for b in pending)
+                    pending.append(batch.slice(0, room))
+                    batch = batch.slice(min(room, batch.num_rows))
+                    if sum(b.num_rows for b in pending) + written % ROW_GROUP == ROW_GROUP:
+                        written += _write_group(writer, pending)
+                        pending = []
+            if pending:
+                written += _write_group(writer, pending)
+        rows_per_split[split] += pq.ParquetFile(path).metadata.num_rows
+    return rows_per_split
+
+
+def _write_group(writer: pq.ParquetWriter, batches: list[pa.RecordBatch]) -> int:
+    table = pa.Table.from_batches(batches).cast(DATA_SCHEMA)
+    writer.write_table(table, row_group_size=table.num_rows)
+    return table.num_rows
 
 
 def split_shards(meds_dir: str | Path) -> dict[str, list[Path]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -25,13 +26,25 @@ import pyarrow.parquet as pq
 from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_dir, check_writable
 from ehrscale.core.settings import load_settings
-from ehrscale.core.sql import connect, quote, quote_list
-from ehrscale.extract.dataset import DATA_SCHEMA, all_shards, read_subject_splits, split_shards, validate_meds
+from ehrscale.core.sql import add_duckdb_arguments, apply_duckdb_arguments, connect, duckdb_failure, quote_list
+from ehrscale.extract.dataset import all_shards, read_subject_splits, stage_by_shard, validate_meds, write_shards
 from ehrscale.extract.settings import ExtractSettings
 from ehrscale.extract.splits import SPLITS, assign_splits, check_fractions
 
 
-def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | None = None, threads: int = 2) -> dict:
+def shard_of(split_of: pa.Table, subjects_per_shard: int) -> pa.Table:
+    """``split_of`` (subject_id, split) with each subject's shard: its rank by subject_id within its split
+    divided by ``subjects_per_shard`` (extract's rule)."""
+    sids = split_of.column("subject_id").to_numpy()
+    splits = np.array(split_of.column("split").to_pylist(), dtype=object)
+    shard = np.zeros(len(sids), np.int32)
+    for split in SPLITS:
+        idx = np.flatnonzero(splits == split)
+        shard[idx[np.argsort(sids[idx], kind="stable")]] = np.arange(len(idx)) // subjects_per_shard
+    return split_of.append_column("shard", pa.array(shard))
+
+
+def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | None = None) -> dict:
     """Validate the MEDS dataset ``src`` and write it in ehrscale's layout to ``dst`` (atomically).
     ``settings``: its split fractions and salt assign splits when the dataset has none."""
     settings = settings or ExtractSettings()
@@ -42,7 +55,8 @@ def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | No
     shards = all_shards(src)
     names = set().union(*(pq.read_schema(s).names for s in shards))
     splits = read_subject_splits(src)
-    con = connect(threads=threads)
+    scratch = tempfile.mkdtemp(prefix="ehrscale-duckdb-")  # where DuckDB's sort spills
+    con = connect(threads=settings.threads, memory_limit=settings.memory_limit, temp_directory=scratch)
     try:
         sids = np.array([r[0] for r in con.execute(
             f"SELECT DISTINCT subject_id FROM read_parquet({quote_list(shards)}, union_by_name = true) ORDER BY 1"
@@ -56,23 +70,24 @@ def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | No
             if missing.size:
                 raise EhrscaleError(f"{src}/metadata/subject_splits.parquet: {missing.size} subject(s) with events "
                                     f"have no split (e.g. {missing[:3].tolist()}); column 'subject_id'")
-        con.register("split_of", split_of)
+        con.register("split_of", shard_of(split_of.select(["subject_id", "split"]), settings.subjects_per_shard))
         hadm = "TRY_CAST(hadm_id AS BIGINT)" if "hadm_id" in names else "NULL::BIGINT"
         text = "text_value::VARCHAR" if "text_value" in names else "NULL::VARCHAR"
         with atomic_dir(dst) as tmp:
+            staged = Path(scratch) / "staged"
+            stage_by_shard(con, (
+                f"SELECT s.split, s.shard, e.subject_id::BIGINT AS subject_id, e.time::TIMESTAMP AS time, "
+                f"e.code::VARCHAR AS code, e.numeric_value::FLOAT AS numeric_value, {text} AS text_value, "
+                f"{hadm} AS hadm_id, e.filename AS source_file, e.file_row_number AS source_row "
+                f"FROM read_parquet({quote_list(shards)}, union_by_name = true, filename = true, "
+                "file_row_number = true) e JOIN split_of s USING (subject_id)"
+            ), staged)
+            write_shards(con, [staged], "subject_id, time, code, numeric_value, text_value, hadm_id",
+                         "subject_id, time NULLS FIRST, source_file, source_row", tmp / "data")
             for split in SPLITS:
-                (tmp / "data" / split).mkdir(parents=True)
-                out = tmp / "data" / split / "0.parquet"
-                con.execute(
-                    f"COPY (SELECT e.subject_id::BIGINT AS subject_id, e.time::TIMESTAMP AS time, "
-                    f"e.code::VARCHAR AS code, e.numeric_value::FLOAT AS numeric_value, {text} AS text_value, "
-                    f"{hadm} AS hadm_id "
-                    f"FROM read_parquet({quote_list(shards)}, union_by_name = true, filename = true, "
-                    "file_row_number = true) e JOIN split_of s USING (subject_id) "
-                    f"WHERE s.split = '{split}' "
-                    "ORDER BY e.subject_id, e.time NULLS FIRST, e.filename, e.file_row_number) "
-                    f"TO {quote(out)} (FORMAT parquet)"
-                )
+                (tmp / "data" / split).mkdir(parents=True, exist_ok=True)
+                for shard in sorted((tmp / "data" / split).glob("*.parquet")):
+                    meds.DataSchema.validate(pq.read_schema(shard).empty_table())
             meta = tmp / "metadata"
             meta.mkdir()
             shutil.copyfile(src / "metadata" / "dataset.json", meta / "dataset.json")
@@ -81,14 +96,11 @@ def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | No
                 shutil.copyfile(codes, meta / "codes.parquet")
             pq.write_table(split_of.select(["subject_id", "split"]).cast(meds.SubjectSplitSchema.schema()),
                            meta / "subject_splits.parquet")
-            for shard in sum(split_shards(tmp).values(), []):
-                table = pq.read_table(shard).cast(DATA_SCHEMA)
-                meds.DataSchema.validate(table)
-                pq.write_table(table, shard)
     except duckdb.Error as err:
-        raise EhrscaleError(f"cannot import MEDS data from {src}: {err}") from err
+        raise duckdb_failure(err, f"cannot import MEDS data from {src}", settings.memory_limit) from err
     finally:
         con.close()
+        shutil.rmtree(scratch, ignore_errors=True)
     counts = {s: int(sum(1 for x in split_of.column("split").to_pylist() if x == s)) for s in SPLITS}
     summary.update({"splits_from": "dataset" if splits is not None else "keyed hash", "subjects_per_split": counts,
                     "has_hadm_id": "hadm_id" in names})
@@ -102,11 +114,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default=None,
                         help="the extract section as JSON or @file.json (its split_fractions and split_salt assign "
                              "splits when the dataset has no subject_splits.parquet)")
-    parser.add_argument("--threads", type=int, default=2)
+    add_duckdb_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings(ExtractSettings, args.settings, "extract")
-    summary = import_meds(args.src, args.dst, settings, args.threads)
+    apply_duckdb_arguments(settings, args)
+    summary = import_meds(args.src, args.dst, settings)
     print(json.dumps(summary))
     return 0

@@ -32,8 +32,8 @@ from ehrscale import __version__
 from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_dir, check_writable, write_json
 from ehrscale.core.settings import load_settings
-from ehrscale.core.sql import add_duckdb_arguments, apply_duckdb_arguments, connect, quote
-from ehrscale.extract.dataset import DATA_SCHEMA
+from ehrscale.core.sql import add_duckdb_arguments, apply_duckdb_arguments, connect, duckdb_failure, quote, quote_list
+from ehrscale.extract.dataset import stage_by_shard, write_shards
 from ehrscale.extract.mimic import ALWAYS_REQUIRED, CODE_DESCRIPTIONS, ITEM_DESCRIPTIONS, TABLES, Table
 from ehrscale.extract.settings import ExtractSettings
 from ehrscale.extract.splits import SPLITS, assign_splits
@@ -128,9 +128,11 @@ def load_table(con: duckdb.DuckDBPyConnection, table: Table, path: Path, toleran
     select_cols = ", ".join(f'"{c}"' for c in cols)
     try:
         con.execute(
-            f"CREATE OR REPLACE TEMP TABLE t_{table.name} AS SELECT {', '.join(casts)}, "
+            f"CREATE OR REPLACE TABLE t_{table.name} AS SELECT {', '.join(casts)}, "
             f"({' + '.join(bad_terms)}) AS _bad FROM (SELECT {select_cols} FROM {reader})"
         )
+    except duckdb.OutOfMemoryException:
+        raise  # not the file's fault: extract() says so
     except duckdb.Error as err:
         reason = diagnose_csv(path) or str(err).strip().splitlines()[0]
         raise EhrscaleError(f"{path}: not a readable CSV file: {reason}") from err
@@ -162,7 +164,7 @@ def _inconsistent_rows(con: duckdb.DuckDBPyConnection, name: str, key: str) -> t
     cols = list(TABLES[name].columns)
     quoted = ", ".join(f'"{c}"' for c in cols)
     n_before = con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0]
-    con.execute(f"CREATE OR REPLACE TEMP TABLE t_{name} AS SELECT DISTINCT {quoted}, 0 AS _bad FROM t_{name}")
+    con.execute(f"CREATE OR REPLACE TABLE t_{name} AS SELECT DISTINCT {quoted}, 0 AS _bad FROM t_{name}")
     n_dup = n_before - con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0]
     problems = []
     if n_dup:
@@ -221,22 +223,35 @@ def check_consistency(con: duckdb.DuckDBPyConnection, paths: dict[str, Path], to
         summary[name]["rows"] = int(con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0])
 
 
-def build_events(con: duckdb.DuckDBPyConnection, loaded: list[str], summary: dict) -> None:
-    con.execute(
-        "CREATE OR REPLACE TEMP TABLE events (subject_id BIGINT, time TIMESTAMP, code VARCHAR, numeric_value FLOAT, "
-        "text_value VARCHAR, hadm_id BIGINT, priority INTEGER, seq INTEGER, source VARCHAR)"
-    )
+EVENT_COLUMNS = ("subject_id BIGINT, time TIMESTAMP, code VARCHAR, numeric_value FLOAT, text_value VARCHAR, "
+                 "hadm_id BIGINT, priority INTEGER, seq INTEGER")
+UNKNOWN_SUBJECT = "unknown_subject"  # the staged split of events whose subject is not in patients
+
+
+def build_events(con: duckdb.DuckDBPyConnection, loaded: list[str], summary: dict, staged: Path) -> list[Path]:
+    """Each table's events, staged by (split, shard) under ``staged/<table>/`` as compressed parquet.
+
+    The events never sit whole in DuckDB (nor in its spill files): each shard is sorted alone later."""
+    names = [c.split()[0] for c in EVENT_COLUMNS.split(", ")]
+    typed = ", ".join(f"CAST(e.{c.split()[0]} AS {c.split()[1]}) AS {c.split()[0]}" for c in EVENT_COLUMNS.split(", "))
+    roots = []
     for name in loaded:
         sql = TABLES[name].events_sql
         if sql is None:
             continue
         t0 = _time.perf_counter()
-        con.execute(f"INSERT INTO events SELECT *, {quote(name)} FROM ({sql})")
-        n = con.execute(f"SELECT count(*) FROM events WHERE source = {quote(name)}").fetchone()[0]
-        summary[name]["events"] = int(n)
+        root = staged / name
+        n = stage_by_shard(con, f"SELECT coalesce(s.split, {quote(UNKNOWN_SUBJECT)}) AS split, coalesce(s.shard, 0) AS shard, "
+                                f"{typed} FROM ({sql}) AS e({', '.join(names)}) LEFT JOIN subjects s USING (subject_id)", root)
+        roots.append(root)
+        summary[name]["events"] = n
         for count_name, count_sql in TABLES[name].counts:
             summary[name][count_name] = int(con.execute(count_sql).fetchone()[0])
         log.info("%-15s %10d rows -> %10d events (%.1fs)", name, summary[name]["rows"], n, _time.perf_counter() - t0)
+    files = [str(f) for root in roots for f in sorted(root.rglob("*.parquet"))]
+    con.execute(f"CREATE OR REPLACE VIEW events AS SELECT {', '.join(names)} FROM read_parquet({quote_list(files)})"
+                if files else f"CREATE OR REPLACE TABLE events ({EVENT_COLUMNS})")
+    return roots
 
 
 def assign_subjects(con: duckdb.DuckDBPyConnection, settings: ExtractSettings) -> dict[str, int]:
@@ -256,42 +271,11 @@ def assign_subjects(con: duckdb.DuckDBPyConnection, settings: ExtractSettings) -
     return {s: int((splits == s).sum()) for s in SPLITS}
 
 
-def write_data(con: duckdb.DuckDBPyConnection, data_dir: Path) -> dict[str, int]:
-    """Stream all events in (split, shard, subject, time) order into one file per shard."""
-    query = (
-        "SELECT s.split, s.shard, e.subject_id, e.time, e.code, e.numeric_value, e.text_value, e.hadm_id "
-        "FROM events e JOIN subjects s USING (subject_id) "
-        "ORDER BY s.split, s.shard, e.subject_id, e.time NULLS FIRST, e.priority, e.seq, e.code, "
-        "e.numeric_value NULLS LAST, e.text_value NULLS LAST, e.hadm_id NULLS LAST"
-    )
-    con.execute("SET preserve_insertion_order = true")  # stream the ORDER BY in order
-    reader = con.sql(query).to_arrow_reader(1 << 17)
-    writer, current, done, rows_per_split = None, None, set(), dict.fromkeys(SPLITS, 0)
-    try:
-        for batch in reader:
-            split_col = batch.column(0).to_numpy(zero_copy_only=False)
-            shard_col = batch.column(1).to_numpy(zero_copy_only=False)
-            change = np.flatnonzero((split_col[1:] != split_col[:-1]) | (shard_col[1:] != shard_col[:-1])) + 1
-            starts = np.concatenate([[0], change])
-            ends = np.concatenate([change, [len(split_col)]])
-            for lo, hi in zip(starts, ends):
-                key = (str(split_col[lo]), int(shard_col[lo]))
-                if key != current:
-                    if key in done:  # would overwrite a finished shard: the stream is out of order
-                        raise RuntimeError(f"internal error: events for shard {key} arrived out of order")
-                    if writer is not None:
-                        writer.close()
-                    done.add(key)
-                    path = data_dir / key[0] / f"{key[1]}.parquet"
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    writer, current = pq.ParquetWriter(path, DATA_SCHEMA), key
-                part = batch.slice(lo, hi - lo).select(list(range(2, batch.num_columns)))
-                writer.write_table(pa.Table.from_batches([part]).cast(DATA_SCHEMA))
-                rows_per_split[key[0]] += int(hi - lo)
-    finally:
-        if writer is not None:
-            writer.close()
-    return rows_per_split
+def write_data(con: duckdb.DuckDBPyConnection, roots: list[Path], data_dir: Path) -> dict[str, int]:
+    """Each shard's events in (subject, time, priority, ...) order, one file per shard."""
+    return write_shards(con, roots, "subject_id, time, code, numeric_value, text_value, hadm_id",
+                        "subject_id, time NULLS FIRST, priority, seq, code, numeric_value NULLS LAST, "
+                        "text_value NULLS LAST, hadm_id NULLS LAST", data_dir)
 
 
 def write_metadata(con: duckdb.DuckDBPyConnection, meta_dir: Path, loaded: list[str], name: str,
@@ -356,34 +340,37 @@ def extract(raw_dir: str | os.PathLike, out_dir: str | os.PathLike, settings: Ex
     check_writable(out_dir)  # before any work, not after it
     paths = locate_tables(raw_dir, settings.table_statuses())
     t_start = _time.perf_counter()
-    with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="ehrscale-duckdb-") as scratch:
-        con = connect(Path(scratch) / "extract.duckdb", threads=settings.threads, memory_limit=settings.memory_limit,
-                      temp_directory=scratch)
-        con.execute("SET preserve_insertion_order = false")
-        # admissions first: other tables' event queries join to it.
-        order = sorted(paths, key=lambda n: (n not in ALWAYS_REQUIRED, list(TABLES).index(n)))
-        summary: dict = {}
-        for table_name in order:
-            summary[table_name] = {"file": paths[table_name].name,
-                                   **load_table(con, TABLES[table_name], paths[table_name],
-                                                settings.max_unparsable_fraction)}
-        check_consistency(con, paths, settings.max_inconsistent_fraction, summary)
-        subjects_per_split = assign_subjects(con, settings)
-        build_events(con, order, summary)
-        orphans = con.execute("SELECT count(*) FROM events WHERE subject_id NOT IN (SELECT subject_id FROM subjects)"
-                              ).fetchone()[0]
-        if orphans:
-            log.warning("%d event(s) belong to subjects absent from patients; dropped", orphans)
-        rows = write_data(con, tmp / "data")
-        result = {
-            "subjects": subjects_per_split,
-            "events": rows,
-            "orphan_events_dropped": int(orphans),
-            "tables": summary,
-            "seconds": round(_time.perf_counter() - t_start, 3),
-        }
-        write_metadata(con, tmp / "metadata", order, name, result)
-        con.close()
+    try:
+        with atomic_dir(out_dir) as tmp, tempfile.TemporaryDirectory(prefix="ehrscale-duckdb-") as scratch:
+            con = connect(Path(scratch) / "extract.duckdb", threads=settings.threads, memory_limit=settings.memory_limit,
+                          temp_directory=scratch)
+            con.execute("SET preserve_insertion_order = false")
+            # admissions first: other tables' event queries join to it.
+            order = sorted(paths, key=lambda n: (n not in ALWAYS_REQUIRED, list(TABLES).index(n)))
+            summary: dict = {}
+            for table_name in order:
+                summary[table_name] = {"file": paths[table_name].name,
+                                       **load_table(con, TABLES[table_name], paths[table_name],
+                                                    settings.max_unparsable_fraction)}
+            check_consistency(con, paths, settings.max_inconsistent_fraction, summary)
+            subjects_per_split = assign_subjects(con, settings)
+            roots = build_events(con, order, summary, Path(scratch) / "staged")
+            orphans = sum(pq.ParquetFile(f).metadata.num_rows for root in roots
+                          for f in root.glob(f"split={UNKNOWN_SUBJECT}/*/*.parquet"))
+            if orphans:
+                log.warning("%d event(s) belong to subjects absent from patients; dropped", orphans)
+            rows = write_data(con, roots, tmp / "data")
+            result = {
+                "subjects": subjects_per_split,
+                "events": rows,
+                "orphan_events_dropped": int(orphans),
+                "tables": summary,
+                "seconds": round(_time.perf_counter() - t_start, 3),
+            }
+            write_metadata(con, tmp / "metadata", order, name, result)
+            con.close()
+    except duckdb.Error as err:
+        raise duckdb_failure(err, f"extract {raw_dir}", settings.memory_limit) from err
     log.info("wrote %s: %s subjects, %s events in %.1fs", out_dir, subjects_per_split, rows, result["seconds"])
     return result
 

@@ -34,6 +34,7 @@ import json
 import logging
 import time as _time
 from dataclasses import asdict, dataclass
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,15 @@ import pyarrow.parquet as pq
 from ehrscale.core.errors import EhrscaleError
 from ehrscale.core.files import atomic_dir, check_writable, write_json
 from ehrscale.core.settings import load_settings
-from ehrscale.core.sql import add_duckdb_arguments, apply_duckdb_arguments, check_memory_limit, connect, quote_list
+from ehrscale.core.sql import (
+    add_duckdb_arguments,
+    apply_duckdb_arguments,
+    check_memory_limit,
+    connect,
+    duckdb_failure,
+    parse_memory,
+    quote_list,
+)
 from ehrscale.extract.dataset import split_shards
 from ehrscale.extract.splits import SPLITS
 from ehrscale.tokens.codemap import load_code_map
@@ -93,11 +102,12 @@ class TokenizeSettings:
     memory_limit: str = "2GB"  # DuckDB's memory cap while fitting the vocabulary
     exact_quantiles: bool = True  # quantile_cont (exact; holds the train values of an item) or
     # approx_quantile (t-digest, bounded memory) for the decile edges
+    chunk_rows: int = 1_000_000  # MEDS rows encoded at once (whole subjects): bounds memory, ~250 bytes a row
     code_map: str = "mimic"  # how codes become tokens: a built-in code map (mimic | mimic_iv_meds | generic)
     # or a YAML file (ehrscale.tokens.codemap)
 
     def __post_init__(self) -> None:
-        for name in ("min_count", "n_bins", "threads"):
+        for name in ("min_count", "n_bins", "threads", "chunk_rows"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise EhrscaleError(f"tokenize.{name} must be a positive integer, got {v!r}")
@@ -114,33 +124,75 @@ class TokenizeSettings:
 # --------------------------------------------------------------------------- MEDS input
 
 
+# Exact quantiles hold every value of the items being aggregated, and DuckDB cannot spill that
+# state; so the items are aggregated a batch at a time, each batch's values within this share of
+# DuckDB's limit (a value costs ~QUANTILE_BYTES_PER_VALUE in the aggregate's state).
+QUANTILE_MEMORY_SHARE = 0.5
+QUANTILE_BYTES_PER_VALUE = 32
+
+
 def fit_vocab(train_shards: list[Path], settings: TokenizeSettings) -> Vocab:
-    """Count codes and compute numeric quantile edges over the train shards with DuckDB (streaming)."""
+    """Count codes and compute numeric quantile edges over the train shards with DuckDB, in memory
+    bounded by ``settings.memory_limit`` at any cohort size (exact quantiles: a batch of items at a time)."""
     import duckdb
 
     if not train_shards:
         raise EhrscaleError("empty cohort: the MEDS train split has no parquet shards (data/train/*.parquet)")
     con = connect(threads=settings.threads, memory_limit=settings.memory_limit)
+    src = f"read_parquet({quote_list(train_shards)})"
+    numeric = "numeric_value IS NOT NULL AND isfinite(numeric_value)"
     try:
-        src = f"read_parquet({quote_list(train_shards)})"
-        qs = [i / settings.n_bins for i in range(1, settings.n_bins)]
-        agg = "quantile_cont" if settings.exact_quantiles else "approx_quantile"
-        rows = con.execute(
-            f"SELECT code, count(*), {agg}(numeric_value::DOUBLE, {qs}) "
-            "FILTER (WHERE numeric_value IS NOT NULL AND isfinite(numeric_value)) "
-            f"FROM {src} WHERE code IS NOT NULL GROUP BY code ORDER BY code"  # stable vocab.json bytes
+        rows = con.execute(  # counts spill under the limit; ordered for stable vocab.json bytes
+            f"SELECT code, count(*), count(*) FILTER (WHERE {numeric}) FROM {src} "
+            "WHERE code IS NOT NULL GROUP BY code ORDER BY code"
         ).fetchall()
+        counts = {code: int(n) for code, n, _ in rows}
+        edges = _quantile_edges(con, src, numeric, {code: n for code, _, n in rows if n}, settings)
     except duckdb.Error as err:
-        raise EhrscaleError(f"cannot read the MEDS train shards: {err}") from err
+        raise duckdb_failure(err, "cannot read the MEDS train shards", settings.memory_limit) from err
     finally:
         con.close()
-    if not rows:
+    if not counts:
         raise EhrscaleError("empty cohort: the MEDS train split has no events")
-    counts = {code: int(n) for code, n, _ in rows}
-    rows = [(code, e) for code, _, e in rows if e is not None]
-    edges = {code: list(e) for code, e in rows}
     return build_vocab(counts, edges, min_count=settings.min_count, n_bins=settings.n_bins,
                        code_map=load_code_map(settings.code_map))
+
+
+def _quantile_edges(con, src: str, numeric: str, n_values: dict[str, int], settings: TokenizeSettings) -> dict:
+    """Decile edges (n_bins - 1 quantiles) of each code's train values: ``{code: [edge, ...]}``."""
+    qs = [i / settings.n_bins for i in range(1, settings.n_bins)]
+    if not settings.exact_quantiles:  # t-digest: bounded state, one pass
+        batches = [None]
+    else:
+        budget = max(1, int(parse_memory(settings.memory_limit) * QUANTILE_MEMORY_SHARE / QUANTILE_BYTES_PER_VALUE))
+        batches = _batches(n_values, budget)
+    agg = "quantile_cont" if settings.exact_quantiles else "approx_quantile"
+    edges = {}
+    for i, batch in enumerate(batches):
+        where = f"code IS NOT NULL AND {numeric}"
+        if batch is not None:
+            con.execute("CREATE OR REPLACE TEMP TABLE quantile_batch AS SELECT unnest($1::VARCHAR[]) AS code", [batch])
+            where += " AND code IN (SELECT code FROM quantile_batch)"
+        t0 = _time.perf_counter()
+        edges.update(con.execute(f"SELECT code, {agg}(numeric_value::DOUBLE, {qs}) FROM {src} "
+                                 f"WHERE {where} GROUP BY code").fetchall())
+        if len(batches) > 1:
+            log.info("quantile edges: batch %d/%d, %d items (%.1fs)", i + 1, len(batches), len(batch),
+                     _time.perf_counter() - t0)
+    return {code: list(e) for code, e in sorted(edges.items())}
+
+
+def _batches(n_values: dict[str, int], budget: int) -> list[list[str]]:
+    """Codes in runs whose values sum to at most ``budget`` (a code with more is a run of its own)."""
+    out: list[list[str]] = []
+    total = budget + 1
+    for code, n in n_values.items():
+        if total + n > budget:
+            out.append([])
+            total = 0
+        out[-1].append(code)
+        total += n
+    return out
 
 
 # --------------------------------------------------------------------------- encoding
@@ -450,19 +502,42 @@ def _length_stats(lengths: np.ndarray) -> dict:
     }
 
 
-def read_shard(shard: Path) -> pa.Table:
+def read_shard(shard: Path, chunk_rows: int) -> Iterator[pa.Table]:
+    """A MEDS shard's rows as tables of whole subjects, about ``chunk_rows`` rows each (one subject with
+    more rows is one table): memory stays bounded whatever the shard's size."""
     try:
-        return pq.read_table(shard, columns=COLUMNS, read_dictionary=["code"])
+        parquet = pq.ParquetFile(shard, read_dictionary=["code"])
+        pending: list[pa.RecordBatch] = []
+        last_sid, row = None, 0
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=COLUMNS):
+            sid = batch.column("subject_id").to_numpy(zero_copy_only=False)
+            if not len(sid):
+                continue
+            if (np.diff(sid) < 0).any() or (last_sid is not None and sid[0] < last_sid):
+                raise EhrscaleError(f"MEDS shard {shard}: rows are not sorted by subject_id near row {row}; "
+                                    "column 'subject_id' (MEDS requires each subject's rows to be contiguous, in order)")
+            last_sid, row = sid[-1], row + len(sid)
+            cut = int(np.searchsorted(sid, sid[-1]))  # where the batch's last (maybe unfinished) subject starts
+            if cut:
+                yield pa.Table.from_batches([*pending, batch.slice(0, cut)])
+                pending = []
+            pending.append(batch.slice(cut))
+        if pending:
+            yield pa.Table.from_batches(pending)
     except (pa.ArrowInvalid, KeyError, OSError) as err:
         raise EhrscaleError(f"cannot read MEDS shard {shard}: {err}") from err
 
 
-def encode_split(shards: list[Path], out_dir: Path, vocab: Vocab, codes: CodeTable) -> dict:
-    """Encode one split shard by shard into ``out_dir``; returns its stats."""
+def encode_split(shards: list[Path], out_dir: Path, vocab: Vocab, codes: CodeTable, chunk_rows: int) -> dict:
+    """Encode one split, a chunk of whole subjects at a time, into ``out_dir``; returns its stats."""
     with SplitWriter(out_dir, vocab.dtype) as writer:
         for shard in shards:
-            e = encode_table(read_shard(shard), vocab, codes)
-            writer.append(e.tokens, e.times, e.subject_ids, e.lengths)
+            t0, n = _time.perf_counter(), 0
+            for table in read_shard(shard, chunk_rows):
+                e = encode_table(table, vocab, codes)
+                writer.append(e.tokens, e.times, e.subject_ids, e.lengths)
+                n += table.num_rows
+            log.info("%s: %d rows (%.1fs)", shard, n, _time.perf_counter() - t0)
     lens, all_sids = writer.lengths, writer.subject_ids
     if len(np.unique(all_sids)) != len(all_sids):
         raise EhrscaleError(f"a subject spans several shards (or is unsorted) in {shards[0].parent}: MEDS requires "
@@ -483,13 +558,13 @@ def tokenize(meds_dir: str | Path, tokens_dir: str | Path, settings: TokenizeSet
     with atomic_dir(tokens_dir) as tmp:
         write_json(tmp / "vocab.json", vocab.to_json())
         for split in SPLITS:
-            s = encode_split(shards[split], tmp / split, vocab, codes)
+            s = encode_split(shards[split], tmp / split, vocab, codes, settings.chunk_rows)
             stats["splits"][split] = {"n_subjects": s["n_subjects"], "n_tokens": s["n_tokens"]}
             stats["tokens_per_subject"][split] = s["tokens_per_subject"]
             log.info("%s: %d subjects, %d tokens", split, s["n_subjects"], s["n_tokens"])
         if stats["splits"]["train"]["n_subjects"] == 0:
             raise EhrscaleError("empty cohort: no train subjects in the MEDS dataset")
-        stats["settings"] = asdict(settings)
+        stats["settings"] = {k: v for k, v in asdict(settings).items() if k != "chunk_rows"}  # shapes no token
         write_json(tmp / "stats.json", stats)
     return stats
 
