@@ -12,9 +12,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from ehrscale.core.memory import tree_memory
 from ehrscale.synth import generate
 
 N = 2500  # at mimic density: ~4.6M train rows in one shard
@@ -82,6 +85,20 @@ def test_past_its_budget_a_stage_stops_with_a_clear_error_and_writes_nothing(med
     assert "over 95% of its memory budget of 60 MB (EHRSCALE_MEM_MB, the rule's mem_mb)" in stderr
     assert "Traceback" not in stderr
     assert not list(tmp_path.iterdir())  # no output, no temporary directory left behind
+
+
+def test_the_guard_counts_memory_the_kernel_cannot_reclaim(tmp_path):
+    """Pages of a memory-mapped file (the token store) are page cache: RSS, not anonymous memory."""
+    path = tmp_path / "big.bin"
+    path.write_bytes(np.ones(200 * 2**20, np.uint8).tobytes())
+    me = psutil.Process()
+    anon0, rss0 = tree_memory(me)
+    mapped = np.memmap(path, np.uint8, "r")
+    assert int(mapped.sum()) == 200 * 2**20  # touches every page
+    anon1, rss1 = tree_memory(me)
+    assert rss1 - rss0 > 150 * 2**20 and anon1 - anon0 < 50 * 2**20
+    owned = np.ones(200 * 2**20, np.uint8)
+    assert tree_memory(me)[0] - anon1 > 150 * 2**20 and owned.all()
 
 
 def test_a_bad_budget_is_a_clear_error(meds, tmp_path):

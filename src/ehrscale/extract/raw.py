@@ -5,10 +5,14 @@ we read; load each into DuckDB once as text and cast, counting rows that fail to
 file that is not CSV at all fails, naming its first bad line); count, drop or fail on
 duplicate and contradictory patients and admissions rows (:func:`check_consistency`); run
 each table's event query (see :mod:`ehrscale.extract.mimic` and docs/timing.md for codes and time
-placement); assign each patient a
-split from its subject_id alone; stream the events, sorted by split, shard, subject and
-time, into ``data/<split>/<shard>.parquet``; write ``metadata/``. The output directory
-appears only when everything succeeded.
+placement) after assigning each patient a split (from its subject_id alone) and a shard,
+staging the events by shard as compressed parquet; sort each shard alone by subject and time
+into ``data/<split>/<shard>.parquet``; write ``metadata/``. The output directory appears only
+when everything succeeded.
+
+Memory and scratch disk follow the shard, not the cohort: the raw tables live in DuckDB's
+compressed on-disk storage (a scratch database), DuckDB spills past its memory limit, the
+events are never one table or one sort, and Python holds one row group at a time.
 """
 
 from __future__ import annotations
@@ -223,17 +227,16 @@ def check_consistency(con: duckdb.DuckDBPyConnection, paths: dict[str, Path], to
         summary[name]["rows"] = int(con.execute(f"SELECT count(*) FROM t_{name}").fetchone()[0])
 
 
-EVENT_COLUMNS = ("subject_id BIGINT, time TIMESTAMP, code VARCHAR, numeric_value FLOAT, text_value VARCHAR, "
-                 "hadm_id BIGINT, priority INTEGER, seq INTEGER")
+# Each table's event query gives these columns, in this order (mimic.Table.events_sql).
+EVENT_COLUMNS = {"subject_id": "BIGINT", "time": "TIMESTAMP", "code": "VARCHAR", "numeric_value": "FLOAT",
+                 "text_value": "VARCHAR", "hadm_id": "BIGINT", "priority": "INTEGER", "seq": "INTEGER"}
 UNKNOWN_SUBJECT = "unknown_subject"  # the staged split of events whose subject is not in patients
 
 
 def build_events(con: duckdb.DuckDBPyConnection, loaded: list[str], summary: dict, staged: Path) -> list[Path]:
-    """Each table's events, staged by (split, shard) under ``staged/<table>/`` as compressed parquet.
-
-    The events never sit whole in DuckDB (nor in its spill files): each shard is sorted alone later."""
-    names = [c.split()[0] for c in EVENT_COLUMNS.split(", ")]
-    typed = ", ".join(f"CAST(e.{c.split()[0]} AS {c.split()[1]}) AS {c.split()[0]}" for c in EVENT_COLUMNS.split(", "))
+    """Each table's events, staged by (split, shard) under ``staged/<table>/`` as compressed parquet;
+    a view ``events`` reads them all. Returns the tables' staging roots."""
+    typed = ", ".join(f"CAST(e.{c} AS {t}) AS {c}" for c, t in EVENT_COLUMNS.items())
     roots = []
     for name in loaded:
         sql = TABLES[name].events_sql
@@ -241,16 +244,18 @@ def build_events(con: duckdb.DuckDBPyConnection, loaded: list[str], summary: dic
             continue
         t0 = _time.perf_counter()
         root = staged / name
-        n = stage_by_shard(con, f"SELECT coalesce(s.split, {quote(UNKNOWN_SUBJECT)}) AS split, coalesce(s.shard, 0) AS shard, "
-                                f"{typed} FROM ({sql}) AS e({', '.join(names)}) LEFT JOIN subjects s USING (subject_id)", root)
+        n = stage_by_shard(con, f"SELECT coalesce(s.split, {quote(UNKNOWN_SUBJECT)}) AS split, "
+                                f"coalesce(s.shard, 0) AS shard, {typed} FROM ({sql}) AS e({', '.join(EVENT_COLUMNS)}) "
+                                "LEFT JOIN subjects s USING (subject_id)", root)
         roots.append(root)
         summary[name]["events"] = n
         for count_name, count_sql in TABLES[name].counts:
             summary[name][count_name] = int(con.execute(count_sql).fetchone()[0])
         log.info("%-15s %10d rows -> %10d events (%.1fs)", name, summary[name]["rows"], n, _time.perf_counter() - t0)
     files = [str(f) for root in roots for f in sorted(root.rglob("*.parquet"))]
-    con.execute(f"CREATE OR REPLACE VIEW events AS SELECT {', '.join(names)} FROM read_parquet({quote_list(files)})"
-                if files else f"CREATE OR REPLACE TABLE events ({EVENT_COLUMNS})")
+    columns = ", ".join(f"{c} {t}" for c, t in EVENT_COLUMNS.items())
+    con.execute(f"CREATE OR REPLACE VIEW events AS SELECT {', '.join(EVENT_COLUMNS)} FROM read_parquet({quote_list(files)})"
+                if files else f"CREATE OR REPLACE TABLE events ({columns})")
     return roots
 
 
