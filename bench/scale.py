@@ -146,7 +146,10 @@ def one_size(n: int, args, work: Path, mem: dict[str, int]) -> list[dict]:
         print(_fmt(row), flush=True)
 
     if reuse:  # the generator is deterministic: the same cohort, and its measurement when it was made
-        record("synth", None, json.loads(synth_json.read_text()), gz_mb=gz_mb(raw), reused=True)
+        made = json.loads(synth_json.read_text())
+        if "peak_rss_mb" not in made:  # measured before anonymous memory was: its peak is RSS
+            made = {**made, "peak_mb": float("nan"), "peak_rss_mb": made["peak_mb"]}
+        record("synth", None, made, gz_mb=gz_mb(raw), reused=True)
     else:
         made = run_stage([ehrscale, "synth", str(raw), "--patients", str(n), "--seed", "3", "--density", args.density,
                           "--workers", str(args.workers)], d / "logs/synth.log")
@@ -226,7 +229,7 @@ def _fmt(row: dict) -> str:
     over = " OVER" if row.get("declared_mb") and row["peak_mb"] > row["declared_mb"] else ""
     extra = f"  ({row['gz_mb']:.0f} MB gz{', reused' if row.get('reused') else ''})" if "gz_mb" in row else ""
     return (f"{row['patients']:>8} {row['stage']:<13} {row['seconds']:>9.1f} {row['peak_mb']:>9.0f} "
-            f"{row['peak_rss_mb']:>9.0f} "
+            f"{row.get('peak_rss_mb', float('nan')):>9.0f} "
             f"{declared}{over}{extra}")
 
 
