@@ -1,7 +1,7 @@
 """Data stages under memory limits smaller than their in-memory working set: they complete, with output
 identical to an unlimited run; past the job's budget, a stage stops with a clear error and writes nothing.
 
-Peaks are the kernel's own (``ru_maxrss`` of the stage's process, from ``os.wait4``), not samples."""
+Peaks are the kernel's own (each stage's VmHWM), not samples."""
 
 from __future__ import annotations
 
@@ -31,17 +31,21 @@ def meds(tmp_path_factory) -> Path:
     return root / "meds"
 
 
+# The stage reports its own high-water mark (VmHWM) at exit: ru_maxrss from wait4 would also count
+# the forking pytest process, which Linux carries across exec.
+_PEAK = ("import atexit, runpy, sys; sys.argv = ['ehrscale', *sys.argv[1:]]; atexit.register(lambda: "
+         "sys.stderr.write('VmHWM_KB ' + open('/proc/self/status').read().split('VmHWM:')[1].split()[0] + '\\n')); "
+         "runpy.run_module('ehrscale', run_name='__main__')")
+
+
 def _run(*args, env: dict | None = None, check: bool = True) -> tuple[int, str, float]:
-    """Run ``ehrscale ARGS``: (exit code, stderr, peak RSS in MB)."""
-    cmd = [sys.executable, "-m", "ehrscale", *map(str, args)]
-    with subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          env={**os.environ, **(env or {})}) as proc:
-        stderr = proc.stderr.read()
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
+    """Run ``ehrscale ARGS``: (exit code, stderr, the process's own peak RSS in MB)."""
+    out = subprocess.run([sys.executable, "-c", _PEAK, *map(str, args)], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})})
     if check:
-        assert proc.returncode == 0, stderr[-3000:]
-    return proc.returncode, stderr, usage.ru_maxrss / 1024
+        assert out.returncode == 0, out.stderr[-3000:]
+    peaks = [int(line.split()[1]) for line in out.stderr.splitlines() if line.startswith("VmHWM_KB ")]
+    return out.returncode, out.stderr, peaks[-1] / 1024 if peaks else float("nan")
 
 
 def _digest(root: Path, skip: tuple[str, ...] = ()) -> dict[str, str]:
