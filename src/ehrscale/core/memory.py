@@ -55,11 +55,10 @@ def budget_mb_from_env() -> int | None:
 
 
 class MemoryGuard:
-    """While running, stops this stage when its process tree's RSS passes ``TRIGGER * budget_mb``."""
+    """While running, stops this stage when its process tree's anonymous memory passes ``TRIGGER * budget_mb``."""
 
     def __init__(self, budget_mb: int, what: str):
         self.budget_mb, self.what = budget_mb, what
-        self.peak_mb = 0.0
         self.exceeded_mb: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="memory-guard", daemon=True)
@@ -75,7 +74,6 @@ class MemoryGuard:
         budget = self.budget_mb * 2**20
         while not self._stop.wait(INTERVAL_S):
             used = tree_memory(me)[0]
-            self.peak_mb = max(self.peak_mb, used / 2**20)
             if used > TRIGGER * budget:
                 self.exceeded_mb = used / 2**20
                 _thread.interrupt_main()

@@ -89,19 +89,21 @@ def write_shards(con, roots: list[Path], columns: str, order_by: str, data_dir: 
         path.parent.mkdir(parents=True, exist_ok=True)
         reader = con.sql(f"SELECT {columns} FROM read_parquet({quote_list(files)}) ORDER BY {order_by}"
                          ).to_arrow_reader(ROW_GROUP)
+        before = written
         with pq.ParquetWriter(path, DATA_SCHEMA) as writer:
-            pending: list[pa.RecordBatch] = []
+            pending, filled = [], written % ROW_GROUP  # rows of the current row group, counted over all shards
             for batch in reader:
                 while batch.num_rows:
-                    room = ROW_GROUP - written % ROW_GROUP - sum(b.num_rows for b in pending)
-                    pending.append(batch.slice(0, room))
-                    batch = batch.slice(min(room, batch.num_rows))
-                    if sum(b.num_rows for b in pending) + written % ROW_GROUP == ROW_GROUP:
+                    piece = batch.slice(0, ROW_GROUP - filled)
+                    pending.append(piece)
+                    filled += piece.num_rows
+                    batch = batch.slice(piece.num_rows)
+                    if filled == ROW_GROUP:
                         written += _write_group(writer, pending)
-                        pending = []
+                        pending, filled = [], 0
             if pending:
                 written += _write_group(writer, pending)
-        rows_per_split[split] += pq.ParquetFile(path).metadata.num_rows
+        rows_per_split[split] += written - before
     return rows_per_split
 
 

@@ -29,19 +29,7 @@ from ehrscale.core.settings import load_settings
 from ehrscale.core.sql import add_duckdb_arguments, apply_duckdb_arguments, connect, duckdb_failure, quote_list
 from ehrscale.extract.dataset import all_shards, read_subject_splits, stage_by_shard, validate_meds, write_shards
 from ehrscale.extract.settings import ExtractSettings
-from ehrscale.extract.splits import SPLITS, assign_splits, check_fractions
-
-
-def shard_of(split_of: pa.Table, subjects_per_shard: int) -> pa.Table:
-    """``split_of`` (subject_id, split) with each subject's shard: its rank by subject_id within its split
-    divided by ``subjects_per_shard`` (extract's rule)."""
-    sids = split_of.column("subject_id").to_numpy()
-    splits = np.array(split_of.column("split").to_pylist(), dtype=object)
-    shard = np.zeros(len(sids), np.int32)
-    for split in SPLITS:
-        idx = np.flatnonzero(splits == split)
-        shard[idx[np.argsort(sids[idx], kind="stable")]] = np.arange(len(idx)) // subjects_per_shard
-    return split_of.append_column("shard", pa.array(shard))
+from ehrscale.extract.splits import SPLITS, assign_shards, assign_splits, check_fractions
 
 
 def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | None = None) -> dict:
@@ -70,7 +58,9 @@ def import_meds(src: str | Path, dst: str | Path, settings: ExtractSettings | No
             if missing.size:
                 raise EhrscaleError(f"{src}/metadata/subject_splits.parquet: {missing.size} subject(s) with events "
                                     f"have no split (e.g. {missing[:3].tolist()}); column 'subject_id'")
-        con.register("split_of", shard_of(split_of.select(["subject_id", "split"]), settings.subjects_per_shard))
+        split_of = split_of.select(["subject_id", "split"])
+        con.register("split_of", split_of.append_column("shard", pa.array(assign_shards(
+            split_of.column("subject_id").to_numpy(), split_of.column("split").to_pylist(), settings.subjects_per_shard))))
         hadm = "TRY_CAST(hadm_id AS BIGINT)" if "hadm_id" in names else "NULL::BIGINT"
         text = "text_value::VARCHAR" if "text_value" in names else "NULL::VARCHAR"
         with atomic_dir(dst) as tmp:

@@ -40,7 +40,7 @@ from ehrscale.core.sql import add_duckdb_arguments, apply_duckdb_arguments, conn
 from ehrscale.extract.dataset import stage_by_shard, write_shards
 from ehrscale.extract.mimic import ALWAYS_REQUIRED, CODE_DESCRIPTIONS, ITEM_DESCRIPTIONS, TABLES, Table
 from ehrscale.extract.settings import ExtractSettings
-from ehrscale.extract.splits import SPLITS, assign_splits
+from ehrscale.extract.splits import SPLITS, assign_shards, assign_splits
 
 log = logging.getLogger(__name__)
 
@@ -265,10 +265,7 @@ def assign_subjects(con: duckdb.DuckDBPyConnection, settings: ExtractSettings) -
     if len(ids) == 0:
         raise EhrscaleError("empty cohort: the patients table has no valid rows")
     splits = assign_splits(ids, settings.split_fractions, settings.split_salt)
-    shard = np.zeros(len(ids), dtype=np.int32)
-    for split in SPLITS:
-        mask = splits == split
-        shard[mask] = np.arange(mask.sum()) // settings.subjects_per_shard
+    shard = assign_shards(ids, splits, settings.subjects_per_shard)
     subjects = pa.table({"subject_id": ids, "split": pa.array(splits.astype(str)), "shard": shard})
     con.register("subjects_arrow", subjects)
     con.execute("CREATE OR REPLACE TEMP TABLE subjects AS SELECT * FROM subjects_arrow")

@@ -44,3 +44,13 @@ def assign_splits(subject_ids, fractions: dict[str, float] | None = None, salt: 
     edges[-1] = 1.0 + 1e-12  # guard rounding: every u < 1 lands somewhere
     idx = np.searchsorted(edges, u, side="right")
     return np.asarray(SPLITS, dtype=object)[idx]
+
+
+def assign_shards(subject_ids, splits, subjects_per_shard: int) -> np.ndarray:
+    """Each subject's shard: its rank by subject_id within its split, divided by ``subjects_per_shard``."""
+    subject_ids, splits = np.asarray(subject_ids), np.asarray(splits, dtype=object)
+    shard = np.zeros(len(subject_ids), np.int32)
+    for split in SPLITS:
+        idx = np.flatnonzero(splits == split)
+        shard[idx[np.argsort(subject_ids[idx], kind="stable")]] = np.arange(len(idx)) // subjects_per_shard
+    return shard
